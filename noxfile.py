@@ -1,0 +1,194 @@
+"""nox sessions: the whole test suite against every pinned SGLang release, on CPU.
+
+Layout of the environments (``.nox/``), built with the virtualenv/pip backend (never uv: it
+would resolve a multi-GB CUDA torch):
+
+* ``.nox/_sglang-base`` — one shared venv: torch 2.13.0 (the machine's local CPU wheel),
+  triton and every dependency that does not vary between SGLang releases (~2.1 GB, built once,
+  rebuilt when ``envs/base.txt`` changes);
+* ``.nox/test-sglang-<v>`` — one small venv per release (~0.2 GB): a ``.pth`` file puts the base
+  on its path, then ``sglang==<v>`` goes in with ``--no-deps`` and the release's own pins
+  (``envs/matrix.toml``) on top. Everything is idempotent, so ``nox -r`` is safe.
+
+The list of releases comes from the package's own support table
+(``sglang_roll_compat/_support_table.py``), loaded by path, so a supported version cannot miss
+its session.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nox
+import tomllib
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parent
+ENVS = ROOT / "envs"
+BASE = ROOT / ".nox" / "_sglang-base"
+
+
+def _load_support_table():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("_support_table", ROOT / "sglang_roll_compat" / "_support_table.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SUPPORT = _load_support_table()
+VERSIONS = sorted(SUPPORT.SUPPORTED_VERSIONS, key=Version)
+DEFAULT_VERSION = SUPPORT.DEFAULT_VERSION
+MATRIX = tomllib.loads((ENVS / "matrix.toml").read_text())["versions"]
+UNSUPPORTED_PROBE = "0.5.3"  # a real release we refuse: its session checks the refusal
+
+
+def _newest_per_family() -> list[str]:
+    newest: dict[str, str] = {}
+    for v in VERSIONS:
+        newest[SUPPORT.SUPPORTED_VERSIONS[v]] = v  # VERSIONS is ascending
+    return sorted(newest.values(), key=Version)
+
+
+CI_VERSIONS = _newest_per_family() if os.environ.get("SGLANG_ROLL_COMPAT_CI_SUBSET") else VERSIONS
+
+nox.options.default_venv_backend = "virtualenv"
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["lint", "typecheck", "unit", "test-unsupported", *[f"test-sglang-{v}" for v in VERSIONS]]
+
+
+# -- the shared base venv --------------------------------------------------------------------
+def _base_python() -> Path:
+    return BASE / "bin" / "python"
+
+
+def _base_site() -> str:
+    out = subprocess.run(
+        [str(_base_python()), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
+
+
+def _ensure_base(session: nox.Session) -> str:
+    """Build the shared base venv once (under a file lock); return its site-packages path."""
+    requirements = (ENVS / "base.txt").read_bytes()
+    want = hashlib.sha256(requirements + sys.version.encode()).hexdigest()
+    stamp = BASE / ".stamp"
+    BASE.parent.mkdir(parents=True, exist_ok=True)
+    with open(BASE.parent / "_sglang-base.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (stamp.exists() and stamp.read_text() == want and _base_python().exists()):
+            session.log(f"building the shared base venv {BASE} (torch 2.13.0 CPU, triton, common deps)")
+            shutil.rmtree(BASE, ignore_errors=True)
+            session.run(sys.executable, "-m", "venv", str(BASE), external=True)
+            pip = [str(_base_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+            session.run(*pip, "torch==2.13.0", external=True)
+            session.run(*pip, "-r", str(ENVS / "base.txt"), "-c", str(_torch_constraint(session)), external=True)
+            stamp.write_text(want)
+    return _base_site()
+
+
+def _torch_constraint(session: nox.Session) -> Path:
+    path = Path(session.create_tmp()) / "torch-constraint.txt"
+    path.write_text("torch==2.13.0\n")
+    return path
+
+
+def _session_site(session: nox.Session) -> str:
+    out = session.run("python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", silent=True)
+    return str(out).strip().splitlines()[-1]
+
+
+def _stub_path(version: str) -> str:
+    stubs = ["common", *MATRIX[version].get("stubs", [])]
+    return os.pathsep.join(str(ENVS / "stubs" / name) for name in stubs)
+
+
+def install_sglang(session: nox.Session, version: str) -> dict[str, str]:
+    """Make the session venv a base + ``sglang==version`` layer; return the env for running it."""
+    if version not in MATRIX:
+        session.error(f"envs/matrix.toml has no entry for SGLang {version}")
+    base_site = _ensure_base(session)
+    Path(_session_site(session), "_sglang_roll_compat_base.pth").write_text(base_site + "\n")
+    pins = Path(session.create_tmp()) / f"pins-{version}.txt"
+    pins.write_text("\n".join(["torch==2.13.0", *MATRIX[version].get("pins", [])]) + "\n")
+    session.install("--disable-pip-version-check", "--no-deps", f"sglang=={version}")
+    session.install("--disable-pip-version-check", "-r", str(ENVS / "layer.txt"), "-c", str(pins))
+    session.install("--disable-pip-version-check", "--no-deps", "--force-reinstall", ".")
+    return {
+        "PYTHONPATH": _stub_path(version),
+        "SGLANG_ROLL_COMPAT_EXPECT_SGLANG": version,
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+
+# -- sessions -------------------------------------------------------------------------------
+def _make_version_session(version: str) -> None:
+    tags = ["sglang", "tests"] + (["ci"] if version in CI_VERSIONS else [])
+
+    @nox.session(name=f"test-sglang-{version}", tags=tags)
+    def _session(session: nox.Session) -> None:
+        env = install_sglang(session, version)
+        session.run("python", "-P", "-m", "pytest", "-p", "no:cacheprovider", *session.posargs, env=env)
+
+
+for _version in VERSIONS:
+    _make_version_session(_version)
+
+
+@nox.session(name="test-unsupported", tags=["tests", "ci"])
+def test_unsupported(session: nox.Session) -> None:
+    """A real, untested SGLang (0.5.3): importing the package must refuse it clearly."""
+    env = install_sglang(session, UNSUPPORTED_PROBE)
+    env["SGLANG_ROLL_COMPAT_EXPECT_UNSUPPORTED"] = UNSUPPORTED_PROBE
+    session.run(
+        "python",
+        "-P",
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "tests/test_unsupported_install.py",
+        *session.posargs,
+        env=env,
+    )
+
+
+@nox.session(tags=["tests", "ci"])
+def unit(session: nox.Session) -> None:
+    """No SGLang installed: version detection, errors and every pure module."""
+    session.install("--disable-pip-version-check", ".[test]")
+    session.run(
+        "python", "-P", "-m", "pytest", "-p", "no:cacheprovider", *session.posargs, env={"SGLANG_ROLL_COMPAT_UNIT": "1"}
+    )
+
+
+@nox.session(tags=["tests", "ci"])
+def lint(session: nox.Session) -> None:
+    session.install("--disable-pip-version-check", "ruff==0.17.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(tags=["tests", "ci"])
+def typecheck(session: nox.Session) -> None:
+    session.install("--disable-pip-version-check", "mypy==2.4.1", "wrapt", "packaging", "types-psutil", "types-PyYAML")
+    session.run("mypy")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The main job: the doctor (python -m sglang_roll_compat) on the default pinned SGLang."""
+    version = session.posargs[0] if session.posargs else DEFAULT_VERSION
+    env = install_sglang(session, version)
+    session.run("python", "-m", "sglang_roll_compat", env=env)

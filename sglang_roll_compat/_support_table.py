@@ -1,0 +1,25 @@
+"""The support table: every SGLang release this package is tested with, and its patch family.
+
+Pure data with no imports, so that ``noxfile.py`` can load this file by path (without importing
+the package, whose import needs SGLang) and build one ``test-sglang-<version>`` session per entry.
+A version is listed here only once its nox session passes the whole suite.
+"""
+
+# exact release string (as ``packaging.version.Version`` prints it) -> patch family folder
+SUPPORTED_VERSIONS: dict[str, str] = {
+    "0.4.6.post1": "v046post4",
+    "0.4.6.post4": "v046post4",
+    "0.4.6.post5": "v046post4",
+    "0.4.10.post2": "v0410",
+    "0.5.2": "v052",
+    "0.5.4.post2": "v054",
+    "0.5.5.post3": "v054",
+    "0.5.6.post2": "v054",
+    "0.5.7": "v054",
+}
+
+# the SGLang release that the doctor demo (``nox -s demo``) and the benchmarks use by default
+DEFAULT_VERSION = "0.5.2"
+
+# Environment variable that forces a family for a version not in the table (tested or not).
+FORCE_FAMILY_ENV = "SGLANG_ROLL_COMPAT_FORCE_FAMILY"

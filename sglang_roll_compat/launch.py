@@ -1,0 +1,427 @@
+"""The wrappers on SGLang's launch path (shared by every family) and the launch context.
+
+A :class:`LaunchContext` lives on the launching thread from ``Engine.__init__`` (or the launch
+function, for callers such as the HTTP server that skip ``Engine``) until the engine is shut
+down. It carries the environment the user had before launch, the env-policy result, the
+processes and ready-pipes SGLang created (recorded by ``mpproxy``), and the private state
+directory where children leave their "reached" markers and error reports.
+
+Wrappers (each calls the upstream function and returns its result untouched):
+
+* ``Engine.__init__``: opens the context, so the env snapshot predates ``ServerArgs``.
+* the launch function (module ``_launch_subprocesses`` up to 0.5.9, classmethod from 0.5.10):
+  opens the context if ``Engine.__init__`` did not, saves and later restores the caller's
+  multiprocessing start method, and turns a child's failure into :class:`EngineLaunchError`
+  carrying the child's own error, after ending every process the launch started.
+* ``_set_envs_and_config``: lets upstream run, puts the caller's SIGQUIT/SIGCHLD handlers back
+  (main thread), then applies the env policy.
+* ``Engine.shutdown``: closes the context after upstream's shutdown.
+"""
+
+from __future__ import annotations
+
+import glob
+import inspect
+import json
+import logging
+import multiprocessing
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from . import _shared, childhooks, envpolicy, signals, workspace
+from .errors import EngineDeadError, EngineLaunchError
+from .watchdog import WATCHDOG
+
+logger = logging.getLogger(__name__)
+
+CTX_ATTR = "_sglang_roll_compat_launch"
+REPORT_GRACE = 2.0  # seconds to wait for a child's report once the launch failed
+
+_local = threading.local()
+
+
+def current() -> LaunchContext | None:
+    stack = getattr(_local, "stack", None)
+    return stack[-1] if stack else None
+
+
+def _push(ctx: LaunchContext) -> None:
+    if not hasattr(_local, "stack"):
+        _local.stack = []
+    _local.stack.append(ctx)
+
+
+def _pop(ctx: LaunchContext) -> None:
+    stack = getattr(_local, "stack", [])
+    if stack and stack[-1] is ctx:
+        stack.pop()
+
+
+class launch_options:  # noqa: N801 - used as a context manager, reads like a function
+    """Per-thread options for the next launch (the facade passes the worker name this way)."""
+
+    def __init__(self, worker_name: str | None = None) -> None:
+        self.worker_name = worker_name
+
+    def __enter__(self) -> launch_options:
+        self._previous = getattr(_local, "options", None)
+        _local.options = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _local.options = self._previous
+
+
+def _pending_worker_name() -> str | None:
+    options = getattr(_local, "options", None)
+    return options.worker_name if options is not None else None
+
+
+def context_of(engine: Any) -> LaunchContext | None:
+    return vars(engine).get(CTX_ATTR) if hasattr(engine, "__dict__") else None
+
+
+class LaunchContext:
+    """State of one engine launch, from ``Engine.__init__`` to shutdown."""
+
+    def __init__(self, env_before: Mapping[str, str], worker_name: str | None) -> None:
+        self.id = secrets.token_hex(6)
+        self.owner_pid = os.getpid()
+        self.thread_name = threading.current_thread().name
+        self.env_before = dict(env_before)
+        self.worker_name = worker_name
+        self.worker: envpolicy.Worker | None = None
+        self.env_changes: list[envpolicy.EnvChange] = []
+        self.hooks = childhooks.child_hooks()
+        self.scheduler_targets: tuple[str, ...] = ()
+        self.processes: list[multiprocessing.Process] = []
+        self.pipes: list[tuple[Any, Any]] = []
+        self.phase = "launching"  # launching | running | failed | closed
+        self.error: str | None = None
+        self.started = time.monotonic()
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[EngineDeadError], None]] = []
+        self._spec: childhooks.ChildSpec | None = None
+        self._hooked_pids: dict[int, str] = {}
+        root = workspace.cache_root()
+        self.state_dir = str(
+            workspace.ensure_private_dir(root, ["run", f"{workspace.host_component()}-{self.owner_pid}-{self.id}"])
+        )
+
+    def __repr__(self) -> str:
+        return f"<LaunchContext {self.id} {self.phase} pid={self.owner_pid} children={len(self.processes)}>"
+
+    # -- filled in along the launch ---------------------------------------------------
+    def set_env(self, changes: list[envpolicy.EnvChange], worker: envpolicy.Worker) -> None:
+        self.env_changes = list(changes)
+        self.worker = worker
+        self._spec = None
+
+    def child_spec(self) -> childhooks.ChildSpec:
+        if self._spec is None:
+            self._spec = childhooks.ChildSpec(
+                launch_id=self.id,
+                owner_pid=self.owner_pid,
+                state_dir=self.state_dir,
+                env=envpolicy.child_environment(self.env_changes),
+                hooks=self.hooks,
+                scheduler_targets=self.scheduler_targets,
+            )
+        return self._spec
+
+    def track_process(self, process: multiprocessing.Process) -> None:
+        with self._lock:
+            self.processes.append(process)
+
+    def track_pipe(self, pair: tuple[Any, Any]) -> None:
+        with self._lock:
+            self.pipes.append(pair)
+
+    # -- what the children left -------------------------------------------------------
+    def reports(self) -> list[dict[str, Any]]:
+        out = []
+        for path in sorted(glob.glob(os.path.join(self.state_dir, "report-*.json"))):
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    out.append(json.load(fh))
+            except (OSError, ValueError):
+                continue
+        return sorted(out, key=lambda r: r.get("time", 0))
+
+    def reached(self) -> dict[str, list[int]]:
+        """Child role -> pids whose ``child_entry`` ran (from their markers)."""
+        out: dict[str, list[int]] = {}
+        for path in glob.glob(os.path.join(self.state_dir, "reached-*")):
+            role, _, pid = os.path.basename(path)[len("reached-") :].rpartition("-")
+            if pid.isdigit():
+                out.setdefault(role, []).append(int(pid))
+        return out
+
+    def child_pids(self) -> list[int]:
+        pids = {p.pid for p in self.processes if p.pid is not None}
+        for found in self.reached().values():
+            pids.update(found)
+        return sorted(pids)
+
+    # -- watchdog protocol ------------------------------------------------------------
+    def check(self) -> str | None:
+        if self.phase not in ("launching", "running"):
+            return None
+        reports = self.reports()
+        if reports:
+            return self._describe(reports)
+        for process in list(self.processes):
+            code = process.exitcode
+            if code is not None:
+                return self._describe([], f"SGLang child pid {process.pid} ({process.name}) exited with code {code}")
+        for role, pids in self.reached().items():
+            for pid in pids:
+                if not _pid_alive(pid):
+                    return self._describe([], f"SGLang {role} pid {pid} is gone")
+        return None
+
+    def _describe(self, reports: list[dict[str, Any]], fallback: str = "") -> str:
+        when = "during launch" if self.phase == "launching" else "while the engine was running"
+        if not reports:
+            return f"{fallback} {when} (no error report: killed or crashed hard)."
+        first = reports[0]
+        head = f"SGLang {first.get('role')} (pid {first.get('pid')}) failed {when}:"
+        return f"{head}\n{first.get('error', '').rstrip()}"
+
+    def add_listener(self, callback: Callable[[EngineDeadError], None]) -> None:
+        with self._lock:
+            error = self.error
+            if error is None:
+                self._listeners.append(callback)
+        if error is not None:
+            callback(EngineDeadError(error, self.reports()))
+
+    def remove_listener(self, callback: Callable[[EngineDeadError], None]) -> None:
+        with self._lock:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
+    def fail(self, message: str) -> None:
+        with self._lock:
+            if self.error is not None or self.phase == "closed":
+                return
+            self.error = message
+            was = self.phase
+            self.phase = "failed"
+            listeners = list(self._listeners)
+            pipes = list(self.pipes)
+        if was == "launching":
+            # Up to 0.5.9 the parent blocks in a plain recv() on each ready-pipe while it still
+            # holds the writer end itself, so a dead child never unblocks it: answer for the child.
+            for _, writer in pipes:
+                try:
+                    writer.send({"status": "failed (sglang_roll_compat)", "error": message})
+                except Exception:  # already closed by upstream, or full
+                    pass
+        reports = self.reports()
+        for callback in listeners:
+            try:
+                callback(EngineDeadError(message, reports))
+            except Exception:
+                logger.exception("engine-death listener failed")
+
+    # -- ending -------------------------------------------------------------------------
+    def terminate(self, timeout: float = 10.0) -> list[int]:
+        """End every process this launch started, and their descendants; returns their pids."""
+        import psutil
+
+        victims: dict[int, Any] = {}
+        for pid in self.child_pids():
+            try:
+                proc = psutil.Process(pid)
+                victims[pid] = proc
+                for child in proc.children(recursive=True):
+                    victims[child.pid] = child
+            except psutil.Error:
+                continue
+        for proc in victims.values():
+            try:
+                proc.terminate()
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(list(victims.values()), timeout=min(timeout, 5.0))
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, timeout=timeout)
+        for process in self.processes:
+            try:
+                process.join(timeout=0.1)  # reap our direct children (no zombies left)
+            except Exception:
+                pass
+        return sorted(victims)
+
+    def close(self, terminate: bool = True) -> None:
+        WATCHDOG.unwatch(self)
+        if terminate:
+            self.terminate()
+        with self._lock:
+            self.phase = "closed"
+            self._listeners.clear()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+# -- multiprocessing start method (process-global, shared by concurrent launches) ------------
+def _start_method_acquire() -> None:
+    shared = _shared.state()
+    with shared.lock:
+        launches = shared.launches
+        if launches["active"] == 0:
+            launches["start_method"] = multiprocessing.get_start_method(allow_none=True)
+        launches["active"] += 1
+
+
+def _start_method_release() -> None:
+    shared = _shared.state()
+    with shared.lock:
+        launches = shared.launches
+        launches["active"] -= 1
+        if launches["active"] == 0:
+            saved = launches["start_method"]
+            if multiprocessing.get_start_method(allow_none=True) != saved:
+                multiprocessing.set_start_method(saved, force=True)
+                logger.debug("restored the multiprocessing start method to %r", saved)
+
+
+# -- the wrappers --------------------------------------------------------------------------
+def engine_init(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    _shared.count_reached("engine_init")
+    ctx = LaunchContext(os.environ, _pending_worker_name())
+    _push(ctx)
+    WATCHDOG.watch(ctx)
+    try:
+        result = wrapped(*args, **kwargs)
+    except BaseException:
+        ctx.close()
+        raise
+    finally:
+        _pop(ctx)
+    if instance is not None and hasattr(instance, "__dict__"):
+        vars(instance)[CTX_ATTR] = ctx
+    with ctx._lock:
+        if ctx.phase == "launching":
+            ctx.phase = "running"
+    return result
+
+
+def _note_scheduler_func(ctx: LaunchContext, wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    try:
+        bound = inspect.signature(wrapped).bind_partial(*args, **kwargs)
+    except (TypeError, ValueError):
+        return
+    func = bound.arguments.get("run_scheduler_process_func")
+    if func is not None:
+        name = getattr(func, "__qualname__", getattr(func, "__name__", ""))
+        ctx.scheduler_targets = (*ctx.scheduler_targets, f"{getattr(func, '__module__', '?')}.{name}")
+
+
+def launch_subprocesses(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    _shared.count_reached("launch_subprocesses")
+    ctx = current()
+    own = ctx is None
+    if ctx is None:
+        ctx = LaunchContext(os.environ, _pending_worker_name())
+        _push(ctx)
+        WATCHDOG.watch(ctx)
+    _note_scheduler_func(ctx, wrapped, args, kwargs)
+    _start_method_acquire()
+    try:
+        result = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        message = _failure_message(ctx)
+        reports = ctx.reports()
+        ctx.close()
+        if message:
+            raise EngineLaunchError(message, reports) from exc
+        raise
+    finally:
+        _start_method_release()
+        if own:
+            _pop(ctx)
+    if own:
+        with ctx._lock:
+            if ctx.phase == "launching":
+                ctx.phase = "running"
+    return result
+
+
+def _failure_message(ctx: LaunchContext) -> str | None:
+    """The children's own account of a failed launch (waits briefly for a report to land)."""
+    deadline = time.monotonic() + REPORT_GRACE
+    while True:
+        message = ctx.error or ctx.check()
+        if message or time.monotonic() > deadline or not ctx.processes:
+            return message
+        time.sleep(0.05)
+
+
+def set_envs_and_config(facts: envpolicy.EnvFacts) -> Any:
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        _shared.count_reached("set_envs_and_config")
+        ctx = current()
+        env_before = ctx.env_before if ctx is not None else dict(os.environ)
+        saved = signals.capture()
+        result = wrapped(*args, **kwargs)
+        restored = signals.restore(saved)
+        if restored:
+            logger.debug("restored the caller's %s handler(s) after SGLang's", ", ".join(restored))
+        server_args = args[0] if args else kwargs.get("server_args")
+        name = ctx.worker_name if ctx is not None else _pending_worker_name()
+        worker = envpolicy.worker_from_args(server_args, name, os.environ)
+        changes = envpolicy.plan(server_args, os.environ, worker, user_env=env_before, facts=facts)
+        ours = {
+            c.name
+            for c in changes
+            if c.action != "keep" and c.name in ("FLASHINFER_WORKSPACE_BASE", "TRITON_CACHE_DIR")
+        }
+        if ours:
+            workspace.create_worker_dirs(worker.slot)
+        envpolicy.apply_to_process(changes, os.environ)
+        if ctx is not None:
+            ctx.set_env(changes, worker)
+        return result
+
+    return wrapper
+
+
+def engine_shutdown(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    _shared.count_reached("engine_shutdown")
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        ctx = context_of(instance) if instance is not None else None
+        if ctx is not None:
+            ctx.close(terminate=False)
+
+
+def skip_upstream_subprocess_watchdog(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Upstream's SubprocessWatchdog (0.5.10+) SIGQUITs its own process when a child dies, which
+    kills an off-main-thread caller outright; ours reports instead, so theirs is not started."""
+    _shared.count_reached("subprocess_watchdog")
+    if current() is not None:
+        logger.debug("not starting SGLang's SubprocessWatchdog: sglang_roll_compat's watchdog covers it")
+        return None
+    return wrapped(*args, **kwargs)

@@ -1,0 +1,12 @@
+"""Model configs the package ships (configs only: weights come from ``load_format="dummy"``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TINY_QWEN2 = Path(__file__).parent / "tiny-qwen2"
+
+
+def tiny_model_path() -> str:
+    """A 2-layer Qwen2 config (hidden 256, vocab 1024, bf16): no weights, no tokenizer needed."""
+    return str(TINY_QWEN2)

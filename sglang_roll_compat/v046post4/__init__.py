@@ -1,0 +1,25 @@
+"""Patch family for SGLang 0.4.6.post1, 0.4.6.post4 and 0.4.6.post5.
+
+What differs from the later releases: ``_set_envs_and_config`` forces NCCL_CUMEM_ENABLE=0 and
+NCCL_NVLS_ENABLE from ``enable_nccl_nvls`` (no ``enable_symm_mem`` yet, so the env policy keeps
+upstream's NCCL values), forces CUDA_DEVICE_MAX_CONNECTIONS=4, sets no TRTLLM_ENABLE_PDL,
+installs a SIGCHLD handler that reaps any child of the caller, and keeps the Triton
+cache-manager workaround (triton-lang/triton#4295) for tp*dp > 1.
+"""
+
+from ..envpolicy import EnvFacts
+from ..family import Family
+
+FAMILY = Family(
+    name="v046post4",
+    summary="SGLang 0.4.6.post*: module-level launch, unguarded SIGQUIT+SIGCHLD handlers",
+    env=EnvFacts(
+        symm_mem_args=False,
+        nccl_nvls_arg=False,
+        trtllm_pdl=False,
+        cuda_device_max_connections="4",
+        triton_cache_manager=True,
+    ),
+    launch="module",
+    sigchld_handler=True,
+)

@@ -1,0 +1,16 @@
+"""Patch family for SGLang 0.5.2.
+
+Module-level ``_launch_subprocesses(server_args, port_args=None)``; children from engine module
+globals; unguarded ``signal.signal(SIGQUIT, …)``; NCCL_CUMEM_ENABLE forced from
+``enable_symm_mem``; CUDA_DEVICE_MAX_CONNECTIONS=4; TRTLLM_ENABLE_PDL=1 unless the user set 0.
+"""
+
+from ..envpolicy import EnvFacts
+from ..family import Family
+
+FAMILY = Family(
+    name="v052",
+    summary="SGLang 0.5.2: module-level launch, unguarded SIGQUIT handler",
+    env=EnvFacts(cuda_device_max_connections="4"),
+    launch="module",
+)
