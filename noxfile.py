@@ -123,7 +123,11 @@ def install_sglang(session: nox.Session, version: str) -> dict[str, str]:
     pins = Path(session.create_tmp()) / f"pins-{version}.txt"
     pins.write_text("\n".join(["torch==2.13.0", *MATRIX[version].get("pins", [])]) + "\n")
     session.install("--disable-pip-version-check", "--no-deps", f"sglang=={version}")
-    session.install("--disable-pip-version-check", "-r", str(ENVS / "layer.txt"), "-c", str(pins))
+    # the pins are requirements too: a pinned package that the base already has (triton for
+    # 0.4.6) must be installed into this venv, where it shadows the base's copy
+    session.install(
+        "--disable-pip-version-check", "-r", str(ENVS / "layer.txt"), *MATRIX[version].get("pins", []), "-c", str(pins)
+    )
     session.install("--disable-pip-version-check", "--no-deps", "--force-reinstall", ".")
     return {
         "PYTHONPATH": _stub_path(version),

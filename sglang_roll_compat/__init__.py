@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import TYPE_CHECKING, Any
 
 import wrapt as _wrapt
 
@@ -37,11 +38,15 @@ from .family import ENGINE as _ENGINE_MODULE
 from .family import Family
 from .patching import Patcher, PatchStatus
 
+if TYPE_CHECKING:
+    from .engine import Engine
+
 __all__ = [
     "FAMILY",
     "SELECTION",
     "BrokenInstallError",
     "ChildHookError",
+    "Engine",
     "EngineClosedError",
     "EngineDeadError",
     "EngineLaunchError",
@@ -118,6 +123,14 @@ def unpatch() -> None:
 def status() -> list[PatchStatus]:
     """Per patch: target, state (applied / pending import / not needed / off…), calls reached."""
     return _patcher().status()
+
+
+def __getattr__(name: str) -> Any:  # lazy: the facade is only imported when used
+    if name == "Engine":
+        from .engine import Engine
+
+        return Engine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if GATE_ERROR is None:

@@ -122,7 +122,7 @@ def _valid_flag(value: str | None) -> bool:
 
 
 def _valid_positive_int(value: str | None) -> bool:
-    return value is not None and value.isdigit() and 0 < int(value) <= 1024
+    return value is not None and value.isascii() and value.isdigit() and 0 < int(value) <= 1024
 
 
 def _valid_module_loading(value: str | None) -> bool:

@@ -232,36 +232,49 @@ class LaunchContext:
 
     # -- ending -------------------------------------------------------------------------
     def terminate(self, timeout: float = 10.0) -> list[int]:
-        """End every process this launch started, and their descendants; returns their pids."""
+        """End every process this launch started, and their descendants; returns their pids.
+
+        Our direct children are ended through their ``multiprocessing.Process`` objects (so their
+        exit codes stay readable and nothing else reaps them); grandchildren through psutil.
+        """
         import psutil
 
-        victims: dict[int, Any] = {}
+        direct = {p.pid: p for p in self.processes if p.pid is not None}
+        others: dict[int, Any] = {}
         for pid in self.child_pids():
             try:
                 proc = psutil.Process(pid)
-                victims[pid] = proc
-                for child in proc.children(recursive=True):
-                    victims[child.pid] = child
+                descendants = proc.children(recursive=True)
             except psutil.Error:
                 continue
-        for proc in victims.values():
+            if pid not in direct:
+                others[pid] = proc
+            for child in descendants:
+                if child.pid not in direct:
+                    others[child.pid] = child
+        for process in direct.values():
+            if process.exitcode is None:
+                process.terminate()
+        for proc in others.values():
             try:
                 proc.terminate()
             except psutil.Error:
                 pass
-        _, alive = psutil.wait_procs(list(victims.values()), timeout=min(timeout, 5.0))
+        deadline = time.monotonic() + min(timeout, 5.0)
+        for process in direct.values():
+            process.join(timeout=max(deadline - time.monotonic(), 0.0))
+        _, alive = psutil.wait_procs(list(others.values()), timeout=max(deadline - time.monotonic(), 0.0))
+        for process in direct.values():
+            if process.exitcode is None:
+                process.kill()
+                process.join(timeout=timeout)
         for proc in alive:
             try:
                 proc.kill()
             except psutil.Error:
                 pass
         psutil.wait_procs(alive, timeout=timeout)
-        for process in self.processes:
-            try:
-                process.join(timeout=0.1)  # reap our direct children (no zombies left)
-            except Exception:
-                pass
-        return sorted(victims)
+        return sorted(set(direct) | set(others))
 
     def close(self, terminate: bool = True) -> None:
         WATCHDOG.unwatch(self)

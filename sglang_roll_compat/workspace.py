@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 CACHE_DIR_ENV = "SGLANG_ROLL_COMPAT_CACHE_DIR"
 _MAX_COMPONENT = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_SAFE_COMPONENT = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?")
 
 
 class WorkspaceError(OSError):
@@ -123,7 +124,7 @@ def ensure_private_dir(base: Path, parts: Sequence[str], repair: bool = True) ->
     so a symlink planted anywhere below ``base`` is refused rather than followed.
     """
     for part in parts:
-        if not part or part in (".", "..") or "/" in part or "\x00" in part or part != sanitize_component(part):
+        if not _SAFE_COMPONENT.fullmatch(part):
             raise WorkspaceError(f"unsafe path component {part!r}")
     base.mkdir(mode=0o700, parents=True, exist_ok=True)
     flags = os.O_RDONLY | os.O_DIRECTORY

@@ -55,6 +55,7 @@ def launch(result: dict[str, Any], hook: str) -> None:
             device="cuda",
             skip_tokenizer_init=True,
             disable_cuda_graph=True,
+            mem_fraction_static=0.7,
             log_level="error",
         )
         result["outcome"] = "launched"

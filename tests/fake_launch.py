@@ -1,0 +1,195 @@
+"""The launch boundary, faked: the REAL upstream ``Engine.__init__`` runs, but its launch function
+returns a recording tokenizer manager instead of starting processes.
+
+The fake launch builds its return tuple from the real launch function's own return annotation
+(2 to 6 elements depending on the release), so the real ``Engine.__init__`` of every release
+unpacks what it expects. The fake tokenizer manager records the real ``io_struct`` request objects
+it is sent and answers with canned results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+SCHEDULER_INFO = {"status": "ready", "max_total_num_tokens": 4096, "max_req_input_len": 2048}
+
+
+class Output:
+    def __init__(self, success: bool = True, message: str = "ok") -> None:
+        self.success = success
+        self.message = message
+
+
+class FakeTokenizerManager:
+    """Records every call; canned answers. ``fail_flushes`` makes the next N flushes fail."""
+
+    def __init__(self, server_args: Any) -> None:
+        self.server_args = server_args
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        self.rid_to_state: dict[str, Any] = {}
+        self.fail_flushes = 0
+        self.block: Any = None  # an asyncio.Event-like to await before answering
+        self.max_req_input_len = None
+
+    def record(self, name: str, *args: Any, **kwargs: Any) -> None:
+        self.calls.append((name, args, kwargs))
+
+    def requests(self, name: str) -> list[Any]:
+        return [args[0] for n, args, _ in self.calls if n == name and args]
+
+    async def _maybe_block(self) -> None:
+        if self.block is not None:
+            await self.block.wait()
+
+    async def generate_request(self, obj: Any, request: Any = None) -> AsyncIterator[dict[str, Any]]:
+        self.record("generate_request", obj)
+        await self._maybe_block()
+        ids = obj.input_ids if getattr(obj, "input_ids", None) is not None else [0]
+        yield {"text": "", "output_ids": [7, 8, 9], "meta_info": {"prompt_tokens": len(ids), "finish_reason": "length"}}
+
+    async def update_weights_from_tensor(self, obj: Any, request: Any = None) -> tuple[bool, str]:
+        self.record("update_weights_from_tensor", obj)
+        await self._maybe_block()
+        return True, "Success"
+
+    async def update_weights_from_distributed(self, obj: Any, request: Any = None) -> tuple[bool, str]:
+        self.record("update_weights_from_distributed", obj)
+        return True, "Success"
+
+    async def init_weights_update_group(self, obj: Any, request: Any = None) -> tuple[bool, str]:
+        self.record("init_weights_update_group", obj)
+        return True, "Success"
+
+    async def destroy_weights_update_group(self, obj: Any, request: Any = None) -> tuple[bool, str]:
+        self.record("destroy_weights_update_group", obj)
+        return True, "Success"
+
+    async def release_memory_occupation(self, obj: Any, request: Any = None) -> None:
+        self.record("release_memory_occupation", obj)
+
+    async def resume_memory_occupation(self, obj: Any, request: Any = None) -> None:
+        self.record("resume_memory_occupation", obj)
+
+    async def flush_cache(self) -> Output:
+        self.record("flush_cache")
+        if self.fail_flushes > 0:
+            self.fail_flushes -= 1
+            return Output(False, "pending requests")
+        return Output(True)
+
+    def abort_request(self, *args: Any, **kwargs: Any) -> None:
+        self.record("abort_request", *args, **kwargs)
+
+    async def pause_generation(self, *args: Any) -> None:
+        self.record("pause_generation", *args)
+
+    async def continue_generation(self, *args: Any) -> None:
+        self.record("continue_generation", *args)
+
+    async def get_internal_state(self) -> list[dict[str, Any]]:
+        self.record("get_internal_state")
+        return [{"fake": True}]
+
+
+def _element(annotation: str, server_args: Any, port_args: Any, tm: FakeTokenizerManager, engine_mod: Any) -> Any:
+    text = annotation.replace("typing.", "").strip()
+    if "TokenizerManager" in text:
+        return tm
+    if "TemplateManager" in text:
+        return None
+    if "PortArgs" in text:
+        return port_args
+    if "SchedulerInitResult" in text:
+        cls = engine_mod.SchedulerInitResult
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "scheduler_infos":
+                values[f.name] = [dict(SCHEDULER_INFO)]
+            elif f.name == "all_child_pids":
+                values[f.name] = []
+            elif f.name in ("wait_for_ready", "wait_for_completion"):
+                values[f.name] = lambda: None
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                values[f.name] = None
+        return cls(**values)
+    if "Watchdog" in text:
+        return None
+    if text.startswith(("Tuple[Dict", "List[Dict", "tuple[dict", "list[dict")):
+        return [dict(SCHEDULER_INFO)]
+    if text.startswith(("Dict", "dict")):
+        return dict(SCHEDULER_INFO)
+    if text.startswith(("List", "list", "Optional[List", "Optional[list")):
+        return []
+    raise AssertionError(f"fake launch: unknown return element {annotation!r}")
+
+
+def _split_tuple(annotation: str) -> list[str]:
+    inner = annotation[annotation.index("[") + 1 : annotation.rindex("]")]
+    parts, depth, current = [], 0, ""
+    for ch in inner:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    if current.strip():
+        parts.append(current.strip())
+    return parts
+
+
+def launch_annotation(engine_mod: Any) -> str:
+    func = vars(engine_mod).get("_launch_subprocesses") or vars(engine_mod.Engine)["_launch_subprocesses"]
+    func = inspect.unwrap(getattr(func, "__wrapped__", func))
+    if isinstance(func, classmethod):
+        func = func.__func__
+    annotation = inspect.signature(func).return_annotation
+    return annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+
+
+class FakeLaunch:
+    def __init__(self, engine_mod: Any) -> None:
+        self.engine_mod = engine_mod
+        self.managers: list[FakeTokenizerManager] = []
+        self.annotation = launch_annotation(engine_mod)
+        self.start_children = 0  # start this many sleeping children the way SGLang starts its own
+        self.children: list[Any] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        for _ in range(self.start_children):
+            # through the engine module's ``mp`` global, exactly where SGLang creates its children
+            proc = self.engine_mod.mp.Process(target=time.sleep, args=(120,), daemon=True)
+            proc.start()
+            self.children.append(proc)
+        server_args = kwargs.get("server_args", args[0] if args else None)
+        port_args = kwargs.get("port_args")
+        if port_args is None:
+            port_args = importlib.import_module("sglang.srt.server_args").PortArgs.init_new(server_args)
+        tm = FakeTokenizerManager(server_args)
+        self.managers.append(tm)
+        return tuple(_element(a, server_args, port_args, tm, self.engine_mod) for a in _split_tuple(self.annotation))
+
+
+def install(monkeypatch: pytest.MonkeyPatch) -> FakeLaunch:
+    """Replace the launch function of the installed release (module function or classmethod)."""
+    engine_mod = importlib.import_module("sglang.srt.entrypoints.engine")
+    fake = FakeLaunch(engine_mod)
+    if "_launch_subprocesses" in vars(engine_mod):
+        monkeypatch.setattr(engine_mod, "_launch_subprocesses", fake)
+    else:
+
+        def launch(cls: Any, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+            return fake(*args, **kwargs)
+
+        monkeypatch.setattr(engine_mod.Engine, "_launch_subprocesses", classmethod(launch))
+    return fake

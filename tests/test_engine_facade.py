@@ -1,0 +1,397 @@
+"""The uniform Engine facade against the REAL upstream Engine class of this session's release,
+with only the launch boundary faked (tests/fake_launch.py): each method must send the right
+upstream request, with the right fields, or adapt/refuse as ``capabilities()`` says."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import fake_launch
+import pytest
+
+import sglang_roll_compat
+from sglang_roll_compat import Engine, EngineClosedError, EngineDeadError, ServerArgsError
+from sglang_roll_compat.errors import MemoryReleaseTimeoutError
+from sglang_roll_compat.models import tiny_model_path
+
+pytestmark = pytest.mark.sglang
+torch = pytest.importorskip("torch")
+
+ARGS = dict(
+    model_path=tiny_model_path(),
+    load_format="dummy",
+    device="cuda",
+    skip_tokenizer_init=True,
+    disable_cuda_graph=True,
+    mem_fraction_static=0.7,
+)
+GOLDEN = Path(__file__).parent / "golden" / "capabilities.json"
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> fake_launch.FakeLaunch:
+    monkeypatch.setenv("SGLANG_ROLL_COMPAT_CACHE_DIR", str(tmp_path / "cache"))
+    return fake_launch.install(monkeypatch)
+
+
+@pytest.fixture
+def engine(fake: fake_launch.FakeLaunch) -> Any:
+    e = Engine(worker_name="facade-test", **ARGS)
+    yield e
+    e.shutdown()
+
+
+def tm(fake: fake_launch.FakeLaunch) -> fake_launch.FakeTokenizerManager:
+    return fake.managers[-1]
+
+
+def caps(engine: Any) -> dict[str, str]:
+    return {k: v["support"] for k, v in engine.capabilities().items()}
+
+
+# -- generation ----------------------------------------------------------------------------------
+def test_generate_sends_a_generate_request(engine: Any, fake: fake_launch.FakeLaunch) -> None:
+    out = engine.generate(input_ids=[1, 2, 3], sampling_params={"max_new_tokens": 3, "temperature": 0.0})
+    assert out["output_ids"] == [7, 8, 9]
+    (req,) = tm(fake).requests("generate_request")
+    assert type(req).__name__ == "GenerateReqInput"
+    assert req.input_ids == [1, 2, 3] and req.sampling_params == {"max_new_tokens": 3, "temperature": 0.0}
+    assert req.return_logprob is False
+
+
+def test_generate_rejects_ambiguous_input_and_unknown_kwargs(engine: Any) -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        engine.generate(prompt="a", input_ids=[1])
+    with pytest.raises(TypeError, match="does not take"):
+        engine.generate(input_ids=[1], no_such_option=True)
+
+
+def test_async_generate_inside_a_running_loop(fake: fake_launch.FakeLaunch) -> None:
+    async def actor() -> tuple[Any, str]:
+        e = Engine(**ARGS)  # created inside the loop, as a Ray async actor would
+        try:
+            out = await e.async_generate(input_ids=[5], sampling_params={"max_new_tokens": 1})
+            try:
+                e.flush_cache()
+                sync_error = ""
+            except RuntimeError as exc:
+                sync_error = str(exc)
+            return out, sync_error
+        finally:
+            e.shutdown()
+
+    out, sync_error = asyncio.run(actor())
+    assert out["output_ids"] == [7, 8, 9]
+    assert "await the async_ variant" in sync_error
+
+
+# -- weights -------------------------------------------------------------------------------------
+def _decode(payload: Any) -> Any:
+    from sglang.srt.entrypoints.engine import MultiprocessingSerializer
+
+    return MultiprocessingSerializer.deserialize(payload)
+
+
+def test_update_weights_from_tensor(engine: Any, fake: fake_launch.FakeLaunch) -> None:
+    named = [
+        ("model.layers.0.mlp.down_proj.weight", torch.arange(6, dtype=torch.bfloat16).reshape(2, 3)),
+        ("lm_head.weight", torch.ones(4, dtype=torch.bfloat16)),
+        ("model.norm.weight", torch.full((2,), 3.0, dtype=torch.float32)),
+    ]
+    assert engine.update_weights_from_tensor(named) == (True, "Success")
+    reqs = tm(fake).requests("update_weights_from_tensor")
+    tp = engine.server_args.tp_size
+    if caps(engine)["update_weights_from_tensor"] == "adapted":  # flattened buckets, one per dtype
+        assert [r.load_format for r in reqs] == ["flattened_bucket", "flattened_bucket"]
+        assert [r.flush_cache for r in reqs] == [False, True]
+        from sglang.srt.weight_sync.tensor_bucket import FlattenedTensorBucket
+
+        rebuilt = {}
+        for r in reqs:
+            assert len(r.serialized_named_tensors) == tp
+            payload = _decode(r.serialized_named_tensors[0])
+            bucket = FlattenedTensorBucket(flattened_tensor=payload["flattened_tensor"], metadata=payload["metadata"])
+            rebuilt.update(dict(bucket.reconstruct_tensors()))
+    else:
+        (req,) = reqs
+        assert req.load_format is None and req.flush_cache is True
+        rebuilt = dict(_decode(req.serialized_named_tensors[0]))
+    assert set(rebuilt) == {n for n, _ in named}
+    for name, tensor in named:
+        assert torch.equal(rebuilt[name], tensor) and rebuilt[name].dtype == tensor.dtype
+
+
+def test_update_weights_from_tensor_rejects_bad_input(engine: Any, fake: fake_launch.FakeLaunch) -> None:
+    t = torch.zeros(1)
+    for bad, error in [
+        ([], ValueError),
+        ([("a", t), ("a", t)], ValueError),
+        ([("a", [1, 2])], TypeError),
+        ([("", t)], TypeError),
+        ([("a", t, t)], TypeError),
+        ({"a": t}, TypeError),
+    ]:
+        with pytest.raises(error):
+            engine.update_weights_from_tensor(bad)
+    assert tm(fake).requests("update_weights_from_tensor") == []
+
+
+def test_update_weights_from_distributed(engine: Any, fake: fake_launch.FakeLaunch) -> None:
+    ok = engine.update_weights_from_distributed(
+        ["a.weight", "b.weight"], [torch.bfloat16, "float32"], [[2, 3], (4,)], flush_cache=False
+    )
+    assert ok == (True, "Success")
+    reqs = tm(fake).requests("update_weights_from_distributed")
+    if caps(engine)["update_weights_from_distributed"] == "native":
+        (req,) = reqs
+        assert (req.names, req.dtypes, req.shapes) == (["a.weight", "b.weight"], ["bfloat16", "float32"], [[2, 3], [4]])
+        assert req.flush_cache is False
+    else:  # 0.4.6: one request per tensor
+        assert [(r.name, r.dtype, r.shape) for r in reqs] == [
+            ("a.weight", "bfloat16", [2, 3]),
+            ("b.weight", "float32", [4]),
+        ]
+
+
+@pytest.mark.parametrize(
+    ("names", "dtypes", "shapes", "error"),
+    [
+        (["a"], ["float32", "float32"], [[1]], ValueError),
+        (["a", "a"], ["float32"] * 2, [[1]] * 2, ValueError),
+        (["a"], ["floaty"], [[1]], TypeError),
+        (["a"], ["float32"], [[-1]], ValueError),
+        ("a", ["float32"], [[1]], TypeError),
+        ([], [], [], ValueError),
+    ],
+)
+def test_update_weights_from_distributed_rejects_mismatches(engine: Any, names, dtypes, shapes, error) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(error):
+        engine.update_weights_from_distributed(names, dtypes, shapes)
+
+
+def test_weight_update_group_lifecycle(engine: Any, fake: fake_launch.FakeLaunch) -> None:
+    assert engine.init_weights_update_group("127.0.0.1", 29500, 1, 2, "g1") == (True, "Success")
+    (req,) = tm(fake).requests("init_weights_update_group")
+    assert (req.master_address, req.master_port, req.rank_offset, req.world_size, req.group_name, req.backend) == (
+        "127.0.0.1",
+        29500,
+        1,
+        2,
+        "g1",
+        "nccl",
+    )
+    with pytest.raises(ValueError):
+        engine.init_weights_update_group("127.0.0.1", 0, 1, 2, "g1")
+    if caps(engine)["destroy_weights_update_group"] == "native":
+        assert engine.destroy_weights_update_group("g1") == (True, "Success")
+        assert tm(fake).requests("destroy_weights_update_group")[0].group_name == "g1"
+    else:
+        with pytest.raises(NotImplementedError, match=r"0\.5\.3"):
+            engine.destroy_weights_update_group("g1")
+
+
+# -- memory --------------------------------------------------------------------------------------
+def test_release_and_resume_with_tags(engine: Any, fake: fake_launch.FakeLaunch) -> None:
+    native = caps(engine)["release_memory_occupation"] == "native"
+    if native:
+        out = engine.release_memory_occupation(tags=["kv_cache"])
+        assert out["released"] == ["kv_cache"]
+        again = engine.release_memory_occupation(tags=["kv_cache"])  # safe twice: nothing sent
+        assert again["released"] == [] and again["already_released"] == ["kv_cache"]
+        reqs = tm(fake).requests("release_memory_occupation")
+        assert [r.tags for r in reqs] == [["kv_cache"]]
+        engine.resume_memory_occupation(tags=["kv_cache", "weights"])
+        (resume,) = tm(fake).requests("resume_memory_occupation")
+        assert resume.tags == ["kv_cache"]  # weights were never released
+    else:
+        with pytest.raises(NotImplementedError, match="no memory tags"):
+            engine.release_memory_occupation(tags=["kv_cache"])
+        engine.release_memory_occupation()
+        engine.resume_memory_occupation()
+        assert len(tm(fake).requests("release_memory_occupation")) == 1
+    with pytest.raises(ValueError, match="unknown memory tag"):
+        engine.release_memory_occupation(tags=["gpu_ram"])
+    with pytest.raises(TypeError):
+        engine.release_memory_occupation(tags="weights")
+
+
+def test_release_waits_for_the_memory_to_be_free(fake: fake_launch.FakeLaunch) -> None:
+    readings = iter([10_000, 9_000, 2_000, 2_000])
+    e = Engine(memory_meter=lambda pids: next(readings), **ARGS)
+    try:
+        out = e.release_memory_occupation()
+        assert out["freed_bytes"] == 8_000
+    finally:
+        e.shutdown()
+
+
+def test_release_times_out_clearly_when_memory_stays(fake: fake_launch.FakeLaunch) -> None:
+    e = Engine(memory_meter=lambda pids: 10_000, **ARGS)
+    e.release_timeout = 0.3
+    try:
+        with pytest.raises(MemoryReleaseTimeoutError, match="did not drop"):
+            e.release_memory_occupation()
+    finally:
+        e.shutdown()
+
+
+# -- cache, abort, pause -----------------------------------------------------------------------------
+def test_flush_cache_retries_with_a_bound(engine: Any, fake: fake_launch.FakeLaunch) -> None:
+    tm(fake).fail_flushes = 2
+    assert engine.flush_cache() is True
+    assert len(tm(fake).requests("flush_cache")) == 0 and sum(n == "flush_cache" for n, *_ in tm(fake).calls) == 3
+    tm(fake).fail_flushes = 100
+    with pytest.raises(TimeoutError, match="3 attempts"):
+        engine.flush_cache(retries=2)
+
+
+def test_flush_cache_can_abort_pending_requests_first(engine: Any, fake: fake_launch.FakeLaunch) -> None:
+    engine.flush_cache(abort_pending=True)
+    names = [n for n, *_ in tm(fake).calls]
+    assert names.index("abort_request") < names.index("flush_cache")
+
+
+def test_abort_all_and_some(engine: Any, fake: fake_launch.FakeLaunch) -> None:
+    manager = tm(fake)
+    manager.rid_to_state = {"r1": object(), "r2": object()}
+    assert engine.abort() == ["r1", "r2"]
+    aborts = [(a, k) for n, a, k in manager.calls if n == "abort_request"]
+    if caps(engine)["abort"] == "native":
+        assert aborts == [((), {"abort_all": True})]
+    else:
+        assert aborts == [(("r1",), {}), (("r2",), {})]
+    manager.calls.clear()
+    assert engine.abort(["r9"]) == ["r9"]
+    assert [(a, k) for n, a, k in manager.calls if n == "abort_request"] == [((), {"rid": "r9"})]
+    with pytest.raises(ValueError):
+        engine.abort([""])
+
+
+def test_pause_and_continue(engine: Any, fake: fake_launch.FakeLaunch) -> None:
+    support = caps(engine)["pause_generation"]
+    if support == "unsupported":
+        with pytest.raises(NotImplementedError):
+            engine.pause_generation()
+        return
+    engine.pause_generation("abort")
+    engine.continue_generation()
+    pauses = [a for n, a, _ in tm(fake).calls if n == "pause_generation"]
+    if support == "native":
+        assert pauses[0][0].mode == "abort"
+        engine.pause_generation("retract")
+        assert [a for n, a, _ in tm(fake).calls if n == "pause_generation"][-1][0].mode == "retract"
+    else:
+        assert pauses == [()]
+        with pytest.raises(NotImplementedError, match=r"0\.5\.6"):
+            engine.pause_generation("retract")
+    with pytest.raises(ValueError):
+        engine.pause_generation("sideways")
+
+
+def test_get_server_info(engine: Any) -> None:
+    info = engine.get_server_info()
+    assert info["version"] == sglang_roll_compat.SELECTION.installed.version
+    assert info["max_total_num_tokens"] == 4096
+
+
+# -- capabilities golden table ------------------------------------------------------------------------
+def test_capabilities_match_the_golden_table(engine: Any) -> None:
+    version = sglang_roll_compat.SELECTION.installed.version
+    golden = json.loads(GOLDEN.read_text())
+    current = engine.capabilities()
+    if os.environ.get("SGLANG_ROLL_COMPAT_UPDATE_GOLDEN"):
+        golden[version] = current
+        GOLDEN.write_text(json.dumps(dict(sorted(golden.items())), indent=1, sort_keys=True) + "\n")
+    assert version in golden, f"no golden capabilities for {version}: run with SGLANG_ROLL_COMPAT_UPDATE_GOLDEN=1"
+    assert current == golden[version]
+
+
+# -- bad input and lifecycle -----------------------------------------------------------------------------
+def test_unknown_server_args_are_refused_before_launch(fake: fake_launch.FakeLaunch) -> None:
+    with pytest.raises(ServerArgsError, match="did you mean 'tp_size'"):
+        Engine(tp_szie=2, **ARGS)
+    with pytest.raises(ServerArgsError, match="mem_fraction_static"):
+        Engine(**{**ARGS, "mem_fraction_static": 1.5})
+    assert fake.managers == []
+
+
+def test_calls_after_shutdown_raise_and_shutdown_is_idempotent(fake: fake_launch.FakeLaunch) -> None:
+    with Engine(**ARGS) as e:
+        pass
+    assert e.closed
+    e.shutdown()
+    with pytest.raises(EngineClosedError):
+        e.generate(input_ids=[1])
+    with pytest.raises(EngineClosedError):
+        e.flush_cache()
+
+
+def test_shutdown_ends_only_what_sglang_started(fake: fake_launch.FakeLaunch) -> None:
+    import psutil
+
+    fake.start_children = 1
+    bystander = subprocess.Popen(["sleep", "120"])
+    try:
+        e = Engine(**ARGS)
+        (child,) = fake.children
+        assert psutil.pid_exists(child.pid)
+        e.shutdown()
+        child.join(timeout=10)
+        assert child.exitcode is not None  # SGLang's child is gone
+        assert bystander.poll() is None  # the trainer's own child is untouched
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_upstream_shutdown_would_kill_the_bystander_too(fake: fake_launch.FakeLaunch) -> None:
+    """Control: why the facade does not call upstream's shutdown."""
+    bystander = subprocess.Popen(["sleep", "120"])
+    e = Engine(**ARGS)
+    try:
+        e.upstream.shutdown()
+        assert bystander.wait(timeout=10) == -9
+    finally:
+        e.shutdown()
+
+
+def test_a_child_killed_mid_call_fails_the_call_within_5s(fake: fake_launch.FakeLaunch) -> None:
+    import psutil
+
+    fake.start_children = 1
+    e = Engine(**ARGS)
+    (child,) = fake.children
+    fake.managers[-1].block = asyncio.Event()  # the request never completes on its own
+    outcome: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            e.generate(input_ids=[1])
+        except BaseException as exc:  # recorded for the assertion below
+            outcome["error"] = exc
+            outcome["at"] = time.monotonic()
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    time.sleep(0.5)
+    killed_at = time.monotonic()
+    os.kill(child.pid, signal.SIGKILL)
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    assert isinstance(outcome["error"], EngineDeadError)
+    assert outcome["at"] - killed_at < 5.0
+    assert "exited with code -9" in str(outcome["error"])
+    with pytest.raises(EngineDeadError):
+        e.flush_cache()
+    started = time.monotonic()
+    e.shutdown()
+    assert time.monotonic() - started < 10
+    assert child.pid not in {c.pid for c in psutil.Process().children(recursive=True)}
