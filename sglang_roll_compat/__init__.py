@@ -40,6 +40,8 @@ from .patching import Patcher, PatchStatus
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .planner import plan_from_config
+    from .preflight import preflight
 
 __all__ = [
     "FAMILY",
@@ -63,6 +65,8 @@ __all__ = [
     "child_hooks",
     "child_role",
     "patch",
+    "plan_from_config",
+    "preflight",
     "remove_child_hook",
     "status",
     "supported_versions",
@@ -125,11 +129,12 @@ def status() -> list[PatchStatus]:
     return _patcher().status()
 
 
-def __getattr__(name: str) -> Any:  # lazy: the facade is only imported when used
-    if name == "Engine":
-        from .engine import Engine
+_LAZY = {"Engine": ".engine", "preflight": ".preflight", "plan_from_config": ".planner"}
 
-        return Engine
+
+def __getattr__(name: str) -> Any:  # lazy: these modules are only imported when used
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -29,6 +29,35 @@ def _versions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from . import planner
+    from .errors import PlanError
+
+    try:
+        plan = planner.plan_from_config(args.config, num_gpus_per_node=args.num_gpus_per_node, port_base=args.port_base)
+    except PlanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(plan.as_dict(), indent=2) if args.json else planner.render(plan))
+    return 0
+
+
+def _preflight(args: argparse.Namespace) -> int:
+    from . import preflight
+
+    try:
+        server_args = json.loads(args.server_args) if args.server_args else {}
+    except json.JSONDecodeError as exc:
+        print(f"error: --server-args is not valid JSON: {exc}", file=sys.stderr)
+        return 1
+    if not isinstance(server_args, dict):
+        print("error: --server-args must be a JSON object", file=sys.stderr)
+        return 1
+    findings = preflight.preflight(server_args)
+    print(json.dumps([f.as_dict() for f in findings], indent=2) if args.json else preflight.render(findings))
+    return 1 if preflight.worst(findings) == preflight.ERROR else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sglang_roll_compat",
@@ -43,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-import", action="store_true")
     v = sub.add_parser("versions", help="the supported SGLang versions and their families")
     v.add_argument("--json", action="store_true")
+    pl = sub.add_parser("plan", help="lay out a ROLL actor_infer (or plain) config as SGLang engines")
+    pl.add_argument(
+        "config", help="ROLL's YAML, or JSON/YAML with strategy_config, device_mapping, num_gpus_per_worker"
+    )
+    pl.add_argument("--json", action="store_true")
+    pl.add_argument("--num-gpus-per-node", type=int, default=None, help="override the config's value (default 8)")
+    pl.add_argument("--port-base", type=int, default=30000, help="first port of the per-engine port blocks")
+    pf = sub.add_parser("preflight", help="check this environment before creating an Engine")
+    pf.add_argument("--server-args", default=None, help="the Engine's server args as a JSON object")
+    pf.add_argument("--json", action="store_true")
     return parser
 
 
@@ -53,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     command = args.command or "doctor"
-    handlers = {"doctor": _doctor, "versions": _versions}
+    handlers = {"doctor": _doctor, "versions": _versions, "plan": _plan, "preflight": _preflight}
     try:
         return handlers[command](args)
     except KeyboardInterrupt:
