@@ -41,7 +41,7 @@ from .patching import Patcher, PatchStatus
 if TYPE_CHECKING:
     from .engine import Engine
     from .planner import plan_from_config
-    from .preflight import preflight
+    from .preflight_checks import preflight
 
 __all__ = [
     "FAMILY",
@@ -129,7 +129,7 @@ def status() -> list[PatchStatus]:
     return _patcher().status()
 
 
-_LAZY = {"Engine": ".engine", "preflight": ".preflight", "plan_from_config": ".planner"}
+_LAZY = {"Engine": ".engine", "preflight": ".preflight_checks", "plan_from_config": ".planner"}
 
 
 def __getattr__(name: str) -> Any:  # lazy: these modules are only imported when used

@@ -43,7 +43,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _preflight(args: argparse.Namespace) -> int:
-    from . import preflight
+    from .preflight_checks import ERROR, preflight, render, worst
 
     try:
         server_args = json.loads(args.server_args) if args.server_args else {}
@@ -53,9 +53,9 @@ def _preflight(args: argparse.Namespace) -> int:
     if not isinstance(server_args, dict):
         print("error: --server-args must be a JSON object", file=sys.stderr)
         return 1
-    findings = preflight.preflight(server_args)
-    print(json.dumps([f.as_dict() for f in findings], indent=2) if args.json else preflight.render(findings))
-    return 1 if preflight.worst(findings) == preflight.ERROR else 0
+    findings = preflight(server_args)
+    print(json.dumps([f.as_dict() for f in findings], indent=2) if args.json else render(findings))
+    return 1 if worst(findings) == ERROR else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from helpers import package_parent
 
-from sglang_roll_compat import preflight as pf
+from sglang_roll_compat import preflight_checks as pf
 from sglang_roll_compat.envpolicy import EnvFacts
-from sglang_roll_compat.preflight import Finding, MetadataSource
+from sglang_roll_compat.preflight_checks import Finding, MetadataSource
 
 REQUIRES = (
     "aiohttp",
