@@ -1,14 +1,15 @@
 """The launch boundary, faked: the REAL upstream ``Engine.__init__`` runs, but its launch function
 returns a recording tokenizer manager instead of starting processes.
 
-The fake launch builds its return tuple from the real launch function's own return annotation
-(2 to 6 elements depending on the release), so the real ``Engine.__init__`` of every release
-unpacks what it expects. The fake tokenizer manager records the real ``io_struct`` request objects
+The fake launch builds its return tuple from the names in the real launch function's final
+``return`` (2 to 6 elements depending on the release), so the real ``Engine.__init__`` of every
+release unpacks what it expects. The fake tokenizer manager records the real ``io_struct`` request objects
 it is sent and answers with canned results.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib
 import inspect
@@ -93,20 +94,26 @@ class FakeTokenizerManager:
     async def continue_generation(self, *args: Any) -> None:
         self.record("continue_generation", *args)
 
-    async def get_internal_state(self) -> list[dict[str, Any]]:
+    async def get_internal_state(self) -> Any:
+        """Shaped like the real one of this release: a dict (<= 0.4.6.post1) or a list of dicts."""
         self.record("get_internal_state")
-        return [{"fake": True}]
+        real = importlib.import_module("sglang.srt.managers.tokenizer_manager").TokenizerManager
+        annotation = str(inspect.signature(real.get_internal_state).return_annotation)
+        return {"fake": True} if "Dict" in annotation.split("[", maxsplit=1)[0] else [{"fake": True}]
 
 
-def _element(annotation: str, server_args: Any, port_args: Any, tm: FakeTokenizerManager, engine_mod: Any) -> Any:
-    text = annotation.replace("typing.", "").strip()
-    if "TokenizerManager" in text:
+def _element(name: str, server_args: Any, port_args: Any, tm: FakeTokenizerManager, engine_mod: Any) -> Any:
+    if name == "tokenizer_manager":
         return tm
-    if "TemplateManager" in text:
+    if name in ("template_manager", "subprocess_watchdog"):
         return None
-    if "PortArgs" in text:
+    if name == "port_args":
         return port_args
-    if "SchedulerInitResult" in text:
+    if name == "scheduler_info":
+        return dict(SCHEDULER_INFO)
+    if name == "scheduler_infos":
+        return [dict(SCHEDULER_INFO)]
+    if name == "scheduler_init_result":
         cls = engine_mod.SchedulerInitResult
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
@@ -119,49 +126,27 @@ def _element(annotation: str, server_args: Any, port_args: Any, tm: FakeTokenize
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 values[f.name] = None
         return cls(**values)
-    if "Watchdog" in text:
-        return None
-    if text.startswith(("Tuple[Dict", "List[Dict", "tuple[dict", "list[dict")):
-        return [dict(SCHEDULER_INFO)]
-    if text.startswith(("Dict", "dict")):
-        return dict(SCHEDULER_INFO)
-    if text.startswith(("List", "list", "Optional[List", "Optional[list")):
+    if name.endswith("_procs"):
         return []
-    raise AssertionError(f"fake launch: unknown return element {annotation!r}")
+    raise AssertionError(f"fake launch: unknown launch result element {name!r}")
 
 
-def _split_tuple(annotation: str) -> list[str]:
-    inner = annotation[annotation.index("[") + 1 : annotation.rindex("]")]
-    parts, depth, current = [], 0, ""
-    for ch in inner:
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append(current.strip())
-            current = ""
-        else:
-            current += ch
-    if current.strip():
-        parts.append(current.strip())
-    return parts
-
-
-def launch_annotation(engine_mod: Any) -> str:
-    func = vars(engine_mod).get("_launch_subprocesses") or vars(engine_mod.Engine)["_launch_subprocesses"]
-    func = inspect.unwrap(getattr(func, "__wrapped__", func))
-    if isinstance(func, classmethod):
-        func = func.__func__
-    annotation = inspect.signature(func).return_annotation
-    return annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+def launch_result_names(engine_mod: Any) -> list[str]:
+    """The names in the final ``return`` of the real launch function (its normal result)."""
+    tree = ast.parse(inspect.getsource(engine_mod))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == "_launch_subprocesses":
+            last = node.body[-1]
+            assert isinstance(last, ast.Return) and isinstance(last.value, ast.Tuple), ast.dump(last)
+            return [ast.unparse(element) for element in last.value.elts]
+    raise AssertionError("no _launch_subprocesses in the engine module")
 
 
 class FakeLaunch:
     def __init__(self, engine_mod: Any) -> None:
         self.engine_mod = engine_mod
         self.managers: list[FakeTokenizerManager] = []
-        self.annotation = launch_annotation(engine_mod)
+        self.result_names = launch_result_names(engine_mod)
         self.start_children = 0  # start this many sleeping children the way SGLang starts its own
         self.children: list[Any] = []
 
@@ -177,7 +162,7 @@ class FakeLaunch:
             port_args = importlib.import_module("sglang.srt.server_args").PortArgs.init_new(server_args)
         tm = FakeTokenizerManager(server_args)
         self.managers.append(tm)
-        return tuple(_element(a, server_args, port_args, tm, self.engine_mod) for a in _split_tuple(self.annotation))
+        return tuple(_element(n, server_args, port_args, tm, self.engine_mod) for n in self.result_names)
 
 
 def install(monkeypatch: pytest.MonkeyPatch) -> FakeLaunch:

@@ -254,6 +254,7 @@ def test_flush_cache_retries_with_a_bound(engine: Any, fake: fake_launch.FakeLau
 
 
 def test_flush_cache_can_abort_pending_requests_first(engine: Any, fake: fake_launch.FakeLaunch) -> None:
+    tm(fake).rid_to_state = {"pending-1": object()}
     engine.flush_cache(abort_pending=True)
     names = [n for n, *_ in tm(fake).calls]
     assert names.index("abort_request") < names.index("flush_cache")
