@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-import", action="store_true", help="do not import SGLang's engine module")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     sub = parser.add_subparsers(dest="command")
+    sub.add_parser("smoke", help="GPU end-to-end run of the facade (see: smoke --help)")
     d = sub.add_parser("doctor", help="the default: installed facts, verdict, matrix, patch status")
     d.add_argument("--json", action="store_true")
     d.add_argument("--no-import", action="store_true")
@@ -86,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["smoke"]:  # the smoke command has its own parser (python -m ... smoke --help)
+        from .smoke import main as smoke_main
+
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        return smoke_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

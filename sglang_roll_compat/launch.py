@@ -420,10 +420,12 @@ def set_envs_and_config(facts: envpolicy.EnvFacts) -> Any:
 
 def engine_shutdown(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     _shared.count_reached("engine_shutdown")
+    ctx = context_of(instance) if instance is not None else None
+    if ctx is not None:
+        WATCHDOG.unwatch(ctx)  # the children are about to end on purpose: not a failure
     try:
         return wrapped(*args, **kwargs)
     finally:
-        ctx = context_of(instance) if instance is not None else None
         if ctx is not None:
             ctx.close(terminate=False)
 

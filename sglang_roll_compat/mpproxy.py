@@ -18,9 +18,14 @@ import functools
 import importlib
 import multiprocessing
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import wrapt
+
+if TYPE_CHECKING:  # wrapt < 2 has no runtime subscription of ObjectProxy
+    _ObjectProxy = wrapt.ObjectProxy[Any]
+else:
+    _ObjectProxy = wrapt.ObjectProxy
 
 from . import _shared, childhooks
 
@@ -82,7 +87,7 @@ class TrackedProcess(multiprocessing.Process):
             ctx.track_process(self)
 
 
-class MultiprocessingProxy(wrapt.ObjectProxy[Any]):
+class MultiprocessingProxy(_ObjectProxy):
     """Stands in for ``multiprocessing`` as a module global of SGLang's launch modules."""
 
     Process = TrackedProcess

@@ -17,9 +17,14 @@ from __future__ import annotations
 import logging
 import signal as _signal
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import wrapt
+
+if TYPE_CHECKING:  # wrapt < 2 has no runtime subscription of ObjectProxy
+    _ObjectProxy = wrapt.ObjectProxy[Any]
+else:
+    _ObjectProxy = wrapt.ObjectProxy
 
 from . import _shared
 
@@ -32,7 +37,7 @@ def on_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-class SignalModuleProxy(wrapt.ObjectProxy[Any]):
+class SignalModuleProxy(_ObjectProxy):
     """Stands in for the ``signal`` module inside SGLang's engine module."""
 
     def signal(self, signalnum: int, handler: Any) -> Any:

@@ -10,3 +10,12 @@ TINY_QWEN2 = Path(__file__).parent / "tiny-qwen2"
 def tiny_model_path() -> str:
     """A 2-layer Qwen2 config (hidden 256, vocab 1024, bf16): no weights, no tokenizer needed."""
     return str(TINY_QWEN2)
+
+
+SMALL_QWEN2 = Path(__file__).parent / "small-qwen2"
+
+
+def small_model_path() -> str:
+    """A 4-layer Qwen2 config (hidden 1024, vocab 32000, ~110M parameters, ~220 MB in bf16): big
+    enough to measure weight-update bandwidth on a GPU, still no weights or tokenizer needed."""
+    return str(SMALL_QWEN2)

@@ -1,0 +1,357 @@
+"""``python -m sglang_roll_compat smoke``: the whole product on a real GPU, end to end.
+
+Launches the facade ``Engine`` on a model the package ships as a config only (``load_format=
+"dummy"``, ``skip_tokenizer_init=True``: token ids in, token ids out, nothing downloaded) from a
+non-main thread, as an RL framework's rollout worker would, and checks, recording numbers:
+
+* generation returns tokens (greedy, so repeatable);
+* ``update_weights_from_tensor`` changes the output deterministically (same weights -> same
+  tokens, other weights -> other tokens), and its bandwidth for the whole parameter set;
+* ``release_memory_occupation`` frees GPU memory and ``resume_memory_occupation`` brings it back;
+* the env policy is observed inside the scheduler subprocess (a child hook records its env) and
+  the FlashInfer workspace is the private per-worker one;
+* ``shutdown()`` leaves no child process.
+
+``--baseline`` instead times one launch of the raw upstream Engine with the shim unpatched (the
+ratio of launch times is the shim's cost). Results are printed as JSON and written to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import stat
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from . import workspace
+from .models import small_model_path
+
+SMOKE_DIR_ENV = "SGLANG_ROLL_COMPAT_SMOKE_DIR"
+CHILD_ENV_NAMES = (
+    "FLASHINFER_WORKSPACE_BASE",
+    "TRITON_CACHE_DIR",
+    "NCCL_CUMEM_ENABLE",
+    "NCCL_NVLS_ENABLE",
+    "CUDA_DEVICE_MAX_CONNECTIONS",
+    "CUDA_MODULE_LOADING",
+    "PYTORCH_CUDA_ALLOC_CONF",
+    "SGLANG_BLOCK_NONZERO_RANK_CHILDREN",
+    "TRTLLM_ENABLE_PDL",
+    "CUDA_VISIBLE_DEVICES",
+)
+PROMPT = list(range(1, 17))
+SAMPLING = {"max_new_tokens": 8, "temperature": 0.0, "ignore_eos": True}
+
+
+def engine_args(model_path: str | None = None, cpu: bool = False) -> dict[str, Any]:
+    """Arguments known to work for a dummy-weight model on one Hopper GPU (see docs/gpu-e2e.md);
+    ``cpu`` gives a dry-run variant for a CPU machine (only releases whose CPU path runs)."""
+    if cpu:
+        return {
+            "model_path": model_path or small_model_path(),
+            "load_format": "dummy",
+            "skip_tokenizer_init": True,
+            "device": "cpu",
+            "attention_backend": "torch_native",
+            "disable_cuda_graph": True,
+            "mem_fraction_static": 0.05,
+            "max_total_tokens": 4096,
+            "random_seed": 0,
+            "log_level": "error",
+        }
+    return {
+        "model_path": model_path or small_model_path(),
+        "load_format": "dummy",
+        "skip_tokenizer_init": True,
+        "attention_backend": "triton",
+        "sampling_backend": "pytorch",
+        "disable_cuda_graph": True,
+        "mem_fraction_static": 0.3,
+        "enable_memory_saver": True,
+        "random_seed": 0,
+        "log_level": "error",
+    }
+
+
+def record_child_env() -> None:
+    """A child hook: record, from inside the SGLang child, its role, pid and environment."""
+    from . import child_role
+
+    directory = os.environ.get(SMOKE_DIR_ENV)
+    if not directory:
+        return
+    role = child_role() or "unknown"
+    payload = {"role": role, "pid": os.getpid(), "env": {n: os.environ.get(n) for n in CHILD_ENV_NAMES}}
+    with open(os.path.join(directory, f"child-{role}-{os.getpid()}.json"), "w", encoding="utf-8") as fh:
+        json.dump(payload, fh)
+
+
+def model_tensors(config: dict[str, Any], seed: int, device: str = "cuda") -> list[tuple[str, Any]]:
+    """Every parameter of a Qwen2 config under its Hugging Face name, filled from ``seed``."""
+    import torch
+
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    h, inter = config["hidden_size"], config["intermediate_size"]
+    heads, kv, hd = config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"]
+    shapes: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (config["vocab_size"], h))]
+    for i in range(config["num_hidden_layers"]):
+        p = f"model.layers.{i}"
+        shapes += [
+            (f"{p}.self_attn.q_proj.weight", (heads * hd, h)),
+            (f"{p}.self_attn.q_proj.bias", (heads * hd,)),
+            (f"{p}.self_attn.k_proj.weight", (kv * hd, h)),
+            (f"{p}.self_attn.k_proj.bias", (kv * hd,)),
+            (f"{p}.self_attn.v_proj.weight", (kv * hd, h)),
+            (f"{p}.self_attn.v_proj.bias", (kv * hd,)),
+            (f"{p}.self_attn.o_proj.weight", (h, heads * hd)),
+            (f"{p}.mlp.gate_proj.weight", (inter, h)),
+            (f"{p}.mlp.up_proj.weight", (inter, h)),
+            (f"{p}.mlp.down_proj.weight", (h, inter)),
+            (f"{p}.input_layernorm.weight", (h,)),
+            (f"{p}.post_attention_layernorm.weight", (h,)),
+        ]
+    shapes += [("model.norm.weight", (h,)), ("lm_head.weight", (config["vocab_size"], h))]
+    out = []
+    for name, shape in shapes:
+        tensor = torch.ones(shape) if name.endswith("norm.weight") else torch.randn(shape, generator=gen) * 0.05
+        out.append((name, tensor.to(device=device, dtype=torch.bfloat16)))
+    return out
+
+
+def _nbytes(named: list[tuple[str, Any]]) -> int:
+    return sum(t.numel() * t.element_size() for _, t in named)
+
+
+def _children_left() -> list[dict[str, Any]]:
+    import multiprocessing
+
+    import psutil
+
+    tracker = getattr(getattr(multiprocessing, "resource_tracker", None), "_resource_tracker", None)
+    skip = {getattr(tracker, "_pid", None)}
+    out = []
+    for child in psutil.Process().children(recursive=True):
+        if child.pid in skip:
+            continue
+        try:
+            out.append({"pid": child.pid, "cmd": " ".join(child.cmdline())[:160]})
+        except psutil.Error:
+            continue
+    return out
+
+
+def _step(results: dict[str, Any], name: str, func: Callable[[], Any]) -> Any:
+    started = time.perf_counter()
+    try:
+        value = func()
+        results["steps"][name] = {"ok": True, "seconds": round(time.perf_counter() - started, 4)}
+        return value
+    except BaseException as exc:
+        results["steps"][name] = {
+            "ok": False,
+            "seconds": round(time.perf_counter() - started, 4),
+            "error": f"{type(exc).__name__}: {exc}"[-2000:],
+            "traceback": traceback.format_exc()[-4000:],
+        }
+        return None
+
+
+def _generate(engine: Any) -> Any:
+    return engine.generate(input_ids=PROMPT, sampling_params=SAMPLING)
+
+
+def _bandwidth(engine: Any, named: list[tuple[str, Any]], size: int, rounds: int = 5) -> dict[str, Any]:
+    """GB/s of the whole parameter set, facade (flattened buckets) and upstream (per-tensor
+    handles) alternated in one run; medians with min/max and the ratio."""
+    timings: dict[str, list[float]] = {"facade": [], "upstream": []}
+    calls = {"facade": engine.update_weights_from_tensor, "upstream": engine.upstream.update_weights_from_tensor}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call(named)
+            timings[name].append(time.perf_counter() - started)
+    out: dict[str, Any] = {"rounds": rounds, "bytes": size}
+    for name, seconds in timings.items():
+        rates = sorted(size / s / 1e9 for s in seconds)
+        out[name] = {
+            "median_gbps": round(rates[len(rates) // 2], 2),
+            "min": round(rates[0], 2),
+            "max": round(rates[-1], 2),
+        }
+    out["facade_over_upstream"] = round(out["facade"]["median_gbps"] / out["upstream"]["median_gbps"], 3)
+    return out
+
+
+def _tokens(out: Any) -> list[int]:
+    return list(out["output_ids"]) if isinstance(out, dict) else []
+
+
+def run_smoke(out_dir: str, model_path: str | None = None, cpu: bool = False) -> dict[str, Any]:
+    """The smoke run itself; call it from any thread (the CLI runs it off the main thread)."""
+    import torch
+
+    import sglang_roll_compat as pkg
+
+    from .engine import Engine, nvidia_smi_meter
+
+    os.makedirs(out_dir, exist_ok=True)
+    os.environ[SMOKE_DIR_ENV] = out_dir
+    pkg.add_child_hook(f"{__name__}:record_child_env")
+    args = engine_args(model_path, cpu)
+    device = "cpu" if cpu else "cuda"
+    with open(os.path.join(args["model_path"], "config.json"), encoding="utf-8") as fh:
+        config = json.load(fh)
+    results: dict[str, Any] = {
+        "thread": threading.current_thread().name,
+        "main_thread": threading.current_thread() is threading.main_thread(),
+        "sglang": pkg.SELECTION.installed.version,
+        "family": pkg.FAMILY.name,
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "model": os.path.basename(args["model_path"]),
+        "steps": {},
+        "checks": {},
+        "numbers": {},
+    }
+    t0 = time.perf_counter()
+    engine = _step(results, "launch", lambda: Engine(worker_name="smoke-0", **args))
+    results["numbers"]["launch_s"] = round(time.perf_counter() - t0, 2)
+    if engine is None:
+        return results
+    checks, numbers = results["checks"], results["numbers"]
+    try:
+        ctx_pids = engine._ctx.child_pids() if engine._ctx is not None else []
+        numbers["child_pids"] = ctx_pids
+        first = _step(results, "generate_first", lambda: _generate(engine))
+        numbers["generate_first_s"] = results["steps"]["generate_first"]["seconds"]
+        again = _step(results, "generate_again", lambda: _generate(engine))
+        numbers["generate_s"] = results["steps"]["generate_again"]["seconds"]
+        checks["generate_returns_tokens"] = len(_tokens(first)) == SAMPLING["max_new_tokens"]
+        checks["generate_repeatable"] = _tokens(first) == _tokens(again) != []
+
+        weights_a = model_tensors(config, seed=1, device=device)
+        weights_b = model_tensors(config, seed=2, device=device)
+        if not cpu:
+            torch.cuda.synchronize()
+        size = _nbytes(weights_a)
+        numbers["weight_set_bytes"] = size
+        _step(results, "update_weights_a", lambda: engine.update_weights_from_tensor(weights_a))
+        out_a = _step(results, "generate_a", lambda: _generate(engine))
+        _step(results, "update_weights_a_again", lambda: engine.update_weights_from_tensor(weights_a))
+        out_a2 = _step(results, "generate_a2", lambda: _generate(engine))
+        _step(results, "update_weights_b_upstream", lambda: engine.upstream.update_weights_from_tensor(weights_b))
+        out_b = _step(results, "generate_b", lambda: _generate(engine))
+        checks["weights_change_output"] = _tokens(out_a) != _tokens(first) and _tokens(out_b) != _tokens(out_a)
+        checks["same_weights_same_output"] = _tokens(out_a) == _tokens(out_a2) != []
+        numbers["tokens"] = {"dummy": _tokens(first), "a": _tokens(out_a), "b": _tokens(out_b)}
+        numbers["update_bandwidth"] = _bandwidth(engine, weights_a, size)
+
+        pids = engine._ctx.child_pids() if engine._ctx is not None else []
+        before = nvidia_smi_meter(pids)
+        released = _step(results, "release", engine.release_memory_occupation)
+        after_release = nvidia_smi_meter(pids)
+        _step(results, "resume", engine.resume_memory_occupation)
+        after_resume = nvidia_smi_meter(pids)
+        numbers["engine_gpu_bytes"] = {"before": before, "released": after_release, "resumed": after_resume}
+        numbers["release_result"] = released
+        if not cpu:
+            freed = before is not None and after_release is not None and after_release < before * 0.5
+            back = after_resume is not None and after_release is not None and after_resume > after_release
+            checks["release_frees_memory"] = bool(freed)
+            checks["resume_brings_it_back"] = bool(back)
+        _step(results, "update_after_resume", lambda: engine.update_weights_from_tensor(weights_a))
+        out_a3 = _step(results, "generate_after_resume", lambda: _generate(engine))
+        checks["weights_after_resume"] = _tokens(out_a3) == _tokens(out_a) != []
+
+        info = _step(results, "server_info", engine.get_server_info)
+        version = pkg.SELECTION.installed.version
+        checks["server_info_version"] = isinstance(info, dict) and info.get("version") == version
+        results["capabilities"] = engine.capabilities()
+        results["patches"] = {s.name: [s.state, s.reached] for s in pkg.status()}
+    finally:
+        _step(results, "shutdown", engine.shutdown)
+    time.sleep(0.5)
+    results["children_left"] = _children_left()
+    checks["no_children_left"] = results["children_left"] == []
+    _check_children(results, out_dir)
+    results["ok"] = all(results["checks"].values()) and all(s["ok"] for s in results["steps"].values())
+    return results
+
+
+def _check_children(results: dict[str, Any], out_dir: str) -> None:
+    records = []
+    for name in sorted(os.listdir(out_dir)):
+        if name.startswith("child-") and name.endswith(".json"):
+            with open(os.path.join(out_dir, name), encoding="utf-8") as fh:
+                records.append(json.load(fh))
+    results["children_seen"] = records
+    schedulers = [r for r in records if r["role"] == "scheduler"]
+    checks = results["checks"]
+    checks["hook_ran_in_scheduler"] = bool(schedulers)
+    if not schedulers:
+        return
+    results["scheduler_env"] = schedulers[0]["env"]
+    env = schedulers[0]["env"]
+    expected = workspace.worker_dirs(workspace.worker_slot("smoke-0", ()))["flashinfer"]
+    base = env.get("FLASHINFER_WORKSPACE_BASE") or ""
+    checks["flashinfer_workspace_private"] = base == str(expected)
+    try:
+        st = os.stat(base)
+        checks["flashinfer_workspace_0700"] = stat.S_IMODE(st.st_mode) == 0o700 and st.st_uid == os.geteuid()
+    except OSError:
+        checks["flashinfer_workspace_0700"] = False
+    checks["alloc_conf_removed_in_child"] = env.get("PYTORCH_CUDA_ALLOC_CONF") is None
+    checks["nccl_cumem_in_child"] = env.get("NCCL_CUMEM_ENABLE") in ("0", "1")
+    checks["block_nonzero_rank_children_0"] = env.get("SGLANG_BLOCK_NONZERO_RANK_CHILDREN") == "0"
+
+
+def run_baseline(model_path: str | None, patched: bool) -> dict[str, Any]:
+    """One launch of the raw upstream Engine (main thread), with or without the shim's patches."""
+    import sglang_roll_compat as pkg
+
+    if not patched:
+        pkg.unpatch()
+    from sglang.srt.entrypoints.engine import Engine as Upstream
+
+    args = engine_args(model_path)
+    started = time.perf_counter()
+    engine = Upstream(**args)
+    launch_s = time.perf_counter() - started
+    engine.shutdown()
+    return {"patched": patched, "launch_s": round(launch_s, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sglang_roll_compat smoke", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="smoke-results", help="directory for the JSON results and child records")
+    parser.add_argument("--model-path", default=None, help="a model directory (default: the shipped small Qwen2)")
+    parser.add_argument("--baseline", choices=["unpatched", "patched"], help="time one raw upstream launch instead")
+    parser.add_argument("--cpu", action="store_true", help="dry run on a CPU machine (no memory checks)")
+    args = parser.parse_args(argv)
+    if args.baseline:
+        result = run_baseline(args.model_path, patched=args.baseline == "patched")
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, f"baseline-{args.baseline}.jsonl"), "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(result) + "\n")
+        print(json.dumps(result))
+        return 0
+    holder: dict[str, Any] = {}
+    worker = threading.Thread(
+        target=lambda: holder.update(run_smoke(args.out, args.model_path, args.cpu)), name="rollout-worker-0"
+    )
+    worker.start()
+    worker.join()
+    with open(os.path.join(args.out, "smoke.json"), "w", encoding="utf-8") as fh:
+        json.dump(holder, fh, indent=2, default=str)
+    print(json.dumps(holder, indent=2, default=str))
+    return 0 if holder.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The GPU end-to-end run of sglang_roll_compat (docs/gpu-e2e.md), in two halves:
+#
+#   tools/gpu_e2e.sh prepare        # here (any x86-64 machine with pip, no GPU): builds .whl/
+#   tools/gpu_e2e.sh device OUTDIR  # there (the GPU machine, torch 2.11.0 + Python 3.12, no network)
+#
+# "prepare" writes .whl/site.tar.xz (~52 MB: SGLang 0.5.16 and what the GPU image lacks, built
+# by tools/build_gpu_site.sh) and .whl/extra/*.whl (this package's own needs: wrapt, psutil).
+# Carry .whl to the GPU machine with the repository (keep it out of git: .git/info/exclude),
+# then run "device": it unpacks everything under /tmp, runs the doctor, the smoke (facade Engine
+# from a non-main thread) and two baseline launches of the raw upstream Engine (shim unpatched,
+# then patched), and writes the results and logs to OUTDIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PLAT="--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform any"
+case "${1:-}" in
+prepare)
+  mkdir -p .whl/extra
+  [ -f .whl/site.tar.xz ] || bash tools/build_gpu_site.sh .whl
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --abi cp312 --abi abi3 --abi none $PLAT -d .whl/extra "wrapt==2.1.2" "psutil==7.2.2"
+  ls -la .whl .whl/extra
+  ;;
+device)
+  OUT=${2:?outdir}; mkdir -p "$OUT"
+  export PYTHONUNBUFFERED=1 SGLANG_ROLL_COMPAT_CACHE_DIR=/tmp/src-cache
+  LOG="$OUT/run.log"
+  {
+    echo "== $(date -u +%FT%TZ) $(hostname)"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    t0=$(date +%s)
+    mkdir -p /tmp/site && tar -xJf .whl/site.tar.xz -C /tmp/site
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/extra/*.whl
+    echo "unpack: $(( $(date +%s) - t0 )) s"
+    if [ -f .whl/jit-cache.tgz ]; then tar -xzf .whl/jit-cache.tgz -C / && echo "JIT caches restored"; fi
+    PYTHONPATH=/tmp/site python3 -c "import wrapt, sys; print('wrapt', wrapt.__version__, wrapt.__file__, sys.version)"
+  } >"$LOG" 2>&1
+  export PYTHONPATH=/tmp/site:$PWD
+  python3 -m sglang_roll_compat --json >"$OUT/doctor.json" 2>>"$LOG" || true
+  echo "== smoke" >>"$LOG"
+  timeout 420 python3 -m sglang_roll_compat smoke --out /tmp/smoke >>"$LOG" 2>&1; echo "smoke rc=$?" >>"$LOG"
+  for mode in unpatched patched unpatched patched; do
+    echo "== baseline $mode" >>"$LOG"
+    timeout 150 python3 -m sglang_roll_compat smoke --baseline "$mode" --out /tmp/smoke >>"$LOG" 2>&1 \
+      || echo "baseline $mode failed rc=$?" >>"$LOG"
+  done
+  cp /tmp/smoke/smoke.json "$OUT"/ 2>>"$LOG" || true
+  cat /tmp/smoke/baseline-*.jsonl >"$OUT/baselines.jsonl" 2>>"$LOG" || true
+  tar -czf "$OUT/jit-cache.tgz" -C / tmp/src-cache root/.cache/tvm-ffi root/.cache/flashinfer root/.triton 2>/dev/null || true
+  ;;
+*)
+  sed -n '2,13p' "$0"; exit 2 ;;
+esac
