@@ -1,0 +1,677 @@
+"""The facade logic shared by the in-process ``Engine`` and the HTTP ``ServerEngine``.
+
+Every public method exists once, here, as a coroutine (``async_<name>``) that validates its
+input, adapts to what the installed release can do (``capabilities()``), and hands a request to
+the transport: the in-process engine sends the release's own ``io_struct`` objects to its
+tokenizer manager; the server engine posts the same fields as JSON to the release's HTTP
+endpoints. The plain ``<name>`` runs the coroutine on the engine's event loop (or, when that loop
+runs in another thread, submits it there). Every call races the engine's death: when the
+watchdog sees a child die, pending and later calls raise :class:`EngineDeadError`.
+
+One engine is driven from one event loop: the sync methods use the engine's loop; the async
+methods must be awaited on the loop the engine was created in (as upstream requires).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
+
+from .errors import EngineClosedError, EngineDeadError, MemoryReleaseTimeoutError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+F = TypeVar("F", bound="FacadeBase")
+ENGINE_MODULE = "sglang.srt.entrypoints.engine"
+IO_STRUCT = "sglang.srt.managers.io_struct"
+ALL_TAGS = ("weights", "kv_cache", "cuda_graph")
+NATIVE, ADAPTED, UNSUPPORTED = "native", "adapted", "unsupported"
+
+MemoryMeter = Callable[[Sequence[int]], "int | None"]
+
+
+# -- what the installed release can do ----------------------------------------------------
+def _fields(cls: Any) -> frozenset[str]:
+    if dataclasses.is_dataclass(cls):
+        return frozenset(f.name for f in dataclasses.fields(cls))
+    return frozenset(getattr(cls, "__struct_fields__", ()))
+
+
+def _params(func: Any) -> frozenset[str]:
+    try:
+        return frozenset(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        return frozenset()
+
+
+@dataclasses.dataclass(frozen=True)
+class Capability:
+    support: str  # native | adapted | unsupported
+    note: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"support": self.support, "note": self.note}
+
+
+def _memory_tags() -> tuple[str, ...]:
+    try:
+        constants = importlib.import_module("sglang.srt.constants")
+    except ImportError:
+        return ()
+    names = {"GPU_MEMORY_TYPE_WEIGHTS": "weights", "GPU_MEMORY_TYPE_KV_CACHE": "kv_cache"}
+    names["GPU_MEMORY_TYPE_CUDA_GRAPH"] = "cuda_graph"
+    return tuple(tag for const, tag in names.items() if hasattr(constants, const))
+
+
+def _flattened_bucket() -> Any:
+    try:
+        return importlib.import_module("sglang.srt.weight_sync.tensor_bucket").FlattenedTensorBucket
+    except (ImportError, AttributeError):
+        return None
+
+
+def capabilities() -> dict[str, Capability]:
+    """What the installed release supports, per facade method (imports SGLang's engine module)."""
+    io = importlib.import_module(IO_STRUCT)
+    tm_cls = importlib.import_module("sglang.srt.managers.tokenizer_manager").TokenizerManager
+    caps: dict[str, Capability] = {"generate": Capability(NATIVE), "get_server_info": Capability(NATIVE)}
+    caps["update_weights_from_tensor"] = (
+        Capability(ADAPTED, "sent as one flattened bucket per dtype")
+        if _flattened_bucket() is not None
+        else Capability(NATIVE, "per-tensor IPC handles (no flattened-bucket format in this release)")
+    )
+    dist_fields = _fields(io.UpdateWeightsFromDistributedReqInput)
+    caps["update_weights_from_distributed"] = (
+        Capability(NATIVE)
+        if "names" in dist_fields
+        else Capability(ADAPTED, "one request per tensor (this release takes a single name/dtype/shape)")
+    )
+    caps["init_weights_update_group"] = Capability(NATIVE)
+    caps["destroy_weights_update_group"] = (
+        Capability(NATIVE)
+        if hasattr(io, "DestroyWeightsUpdateGroupReqInput") and hasattr(tm_cls, "destroy_weights_update_group")
+        else Capability(UNSUPPORTED, "no destroy_weights_update_group before SGLang 0.5.3")
+    )
+    tags = _memory_tags()
+    if "tags" in _fields(io.ReleaseMemoryOccupationReqInput):
+        note = f"tags: {', '.join(tags)}"
+        caps["release_memory_occupation"] = Capability(NATIVE, note)
+        caps["resume_memory_occupation"] = Capability(NATIVE, note)
+    else:
+        note = "all-or-nothing: this release has no memory tags; a subset raises NotImplementedError"
+        caps["release_memory_occupation"] = Capability(ADAPTED, note)
+        caps["resume_memory_occupation"] = Capability(ADAPTED, note)
+    caps["flush_cache"] = Capability(ADAPTED, "retried with backoff while requests are pending")
+    abort_params = _params(tm_cls.abort_request)
+    caps["abort"] = (
+        Capability(NATIVE)
+        if "abort_all" in abort_params
+        else Capability(ADAPTED, "abort-all sent as one abort per pending request")
+    )
+    if hasattr(io, "PauseGenerationReqInput"):
+        caps["pause_generation"] = Capability(NATIVE, "modes: abort, retract, in_place")
+        caps["continue_generation"] = Capability(NATIVE)
+    elif hasattr(tm_cls, "pause_generation"):
+        caps["pause_generation"] = Capability(ADAPTED, "mode 'abort' only (no modes before 0.5.6)")
+        caps["continue_generation"] = Capability(NATIVE)
+    else:
+        caps["pause_generation"] = Capability(UNSUPPORTED, "no pause/continue before SGLang 0.4.8")
+        caps["continue_generation"] = Capability(UNSUPPORTED, "no pause/continue before SGLang 0.4.8")
+    caps["shutdown"] = Capability(ADAPTED, "ends only the processes this engine started")
+    return caps
+
+
+# -- the default memory meter ---------------------------------------------------------------
+def nvidia_smi_meter(pids: Sequence[int]) -> int | None:
+    """GPU memory (bytes) held by ``pids`` according to nvidia-smi; None when it is unavailable."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    wanted = set(pids)
+    total = 0
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0].isdigit() and int(parts[0]) in wanted and parts[1].isdigit():
+            total += int(parts[1]) * 1024 * 1024
+    return total
+
+
+# -- the shared facade --------------------------------------------------------------------
+# operation -> io_struct request class (the HTTP endpoints take the same fields as JSON)
+REQUESTS = {
+    "update_weights_from_tensor": "UpdateWeightsFromTensorReqInput",
+    "init_weights_update_group": "InitWeightsUpdateGroupReqInput",
+    "update_weights_from_distributed": "UpdateWeightsFromDistributedReqInput",
+    "destroy_weights_update_group": "DestroyWeightsUpdateGroupReqInput",
+    "release_memory_occupation": "ReleaseMemoryOccupationReqInput",
+    "resume_memory_occupation": "ResumeMemoryOccupationReqInput",
+    "pause_generation": "PauseGenerationReqInput",
+    "continue_generation": "ContinueGenerationReqInput",
+}
+
+
+class DeathSource(Protocol):
+    error: str | None
+
+    def add_listener(self, callback: Callable[[EngineDeadError], None]) -> None: ...
+
+    def remove_listener(self, callback: Callable[[EngineDeadError], None]) -> None: ...
+
+    def reports(self) -> list[dict[str, Any]]: ...
+
+
+def request_fields(op: str, io: Any, **fields: Any) -> dict[str, Any]:
+    """``fields`` checked against the release's request class for ``op`` (a field the release
+    lacks may only be None); returns the fields that class has."""
+    cls = getattr(io, REQUESTS[op])
+    known = _fields(cls)
+    missing = [k for k, v in fields.items() if k not in known and v is not None]
+    if missing:
+        raise NotImplementedError(f"{REQUESTS[op]} of the installed SGLang has no field(s) {missing}")
+    return {k: v for k, v in fields.items() if k in known}
+
+
+class FacadeBase:
+    """The public API; subclasses supply the transport (see the module docstring)."""
+
+    release_timeout = 60.0  # seconds release_memory_occupation waits for memory to be freed
+    flush_retries = 8
+
+    _death: DeathSource | None
+
+    def _setup(self, memory_meter: MemoryMeter | None, loop: asyncio.AbstractEventLoop | None) -> None:
+        self._meter = memory_meter or nvidia_smi_meter
+        self._caps = capabilities()
+        self._io = importlib.import_module(IO_STRUCT)
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._sync_lock = threading.RLock()
+        self._released: set[str] = set()
+        self._loop: asyncio.AbstractEventLoop = loop if loop is not None else asyncio.new_event_loop()
+        self._owns_loop = loop is None
+
+    # -- what a transport provides ------------------------------------------------------
+    async def _request(self, op: str, fields: dict[str, Any] | None) -> Any:
+        raise NotImplementedError
+
+    async def _generate_call(self, kwargs: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def _generate_params(self) -> frozenset[str]:
+        raise NotImplementedError
+
+    async def _abort(self, rids: list[str] | None) -> list[str]:
+        raise NotImplementedError
+
+    def _serialize(self, payload: Any) -> Any:
+        raise NotImplementedError
+
+    def _tp_size(self) -> int:
+        raise NotImplementedError
+
+    def _child_pids(self) -> list[int]:
+        raise NotImplementedError
+
+    def _server_info(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _close_transport(self) -> None:
+        raise NotImplementedError
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def capabilities(self) -> dict[str, dict[str, str]]:
+        """Per facade method: ``{"support": "native"|"adapted"|"unsupported", "note": ...}``."""
+        return {name: cap.as_dict() for name, cap in self._caps.items()}
+
+    def _require(self, method: str) -> None:
+        cap = self._caps.get(method)
+        if cap is not None and cap.support == UNSUPPORTED:
+            raise NotImplementedError(f"{method} is not supported by the installed SGLang: {cap.note}")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineClosedError(f"this {type(self).__name__} has been shut down")
+        death = self._death
+        if death is not None and death.error is not None:
+            raise EngineDeadError(death.error, death.reports())
+
+    async def _send(self, op: str, **fields: Any) -> Any:
+        """Check ``fields`` against the release's request class, then hand them to the transport."""
+        return await self._guarded(self._request(op, request_fields(op, self._io, **fields)))
+
+    async def _guarded(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` unless the engine dies first (then EngineDeadError)."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        dead: asyncio.Future[None] = loop.create_future()
+
+        def on_death(error: EngineDeadError) -> None:
+            def settle() -> None:
+                if not dead.done():
+                    dead.set_exception(error)
+
+            loop.call_soon_threadsafe(settle)
+
+        task: asyncio.Future[T] = asyncio.ensure_future(awaitable)
+        death = self._death
+        if death is not None:
+            death.add_listener(on_death)
+        try:
+            pending: set[asyncio.Future[Any]] = {task, dead}
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                return task.result()
+            task.cancel()
+            dead.result()  # raises the EngineDeadError
+            raise AssertionError("unreachable")
+        finally:
+            if death is not None:
+                death.remove_listener(on_death)
+            if not dead.done():
+                dead.cancel()
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run one of our coroutines to completion from synchronous code."""
+        try:
+            self._check_open()
+        except BaseException:
+            coro.close()
+            raise
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            coro.close()
+            raise RuntimeError("an event loop is running in this thread: await the async_ variant instead")
+        loop = self._loop
+        if loop.is_running():  # the engine's loop runs in another thread: hand the call over
+            return asyncio.run_coroutine_threadsafe(coro, loop).result()
+        with self._sync_lock:
+            if self._owns_loop:
+                asyncio.set_event_loop(loop)  # SGLang <= 0.5.3 reaches for the thread's loop itself
+            return loop.run_until_complete(coro)
+
+    # -- generation -------------------------------------------------------------------------
+    async def async_generate(
+        self,
+        prompt: str | list[str] | None = None,
+        sampling_params: dict[str, Any] | list[dict[str, Any]] | None = None,
+        input_ids: list[int] | list[list[int]] | None = None,
+        return_logprob: bool | list[bool] = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Generate from text or token ids; returns upstream's dict (or list of dicts for a batch)."""
+        if (prompt is None) == (input_ids is None):
+            raise ValueError("give exactly one of prompt= and input_ids=")
+        if kwargs.get("stream"):
+            raise NotImplementedError("streaming is not part of the facade")
+        unknown = sorted(k for k in kwargs if k not in self._generate_params())
+        if unknown:
+            raise TypeError(f"generate() of the installed SGLang does not take {unknown}")
+        call = dict(prompt=prompt, sampling_params=sampling_params, input_ids=input_ids, return_logprob=return_logprob)
+        return await self._guarded(self._generate_call({**call, **kwargs}))
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        return self._run(self.async_generate(*args, **kwargs))
+
+    # -- weights ------------------------------------------------------------------------------
+    async def async_update_weights_from_tensor(
+        self, named_tensors: Sequence[tuple[str, Any]], load_format: str | None = None, flush_cache: bool = True
+    ) -> tuple[bool, str]:
+        """Load ``(name, tensor)`` pairs into the engine (Hugging Face parameter names)."""
+        tensors = _check_named_tensors(named_tensors)
+        bucket_cls = _flattened_bucket() if load_format is None else None
+        if bucket_cls is None:
+            batches: list[tuple[Any, str | None]] = [(tensors, load_format)]
+        else:
+            batches = []
+            for group in _group_by_dtype(tensors):
+                bucket = bucket_cls(named_tensors=group)
+                payload = {"flattened_tensor": bucket.get_flattened_tensor(), "metadata": bucket.get_metadata()}
+                batches.append((payload, "flattened_bucket"))
+        result: tuple[bool, str] = (True, "no tensors")
+        for i, (payload, fmt) in enumerate(batches):
+            serialized = self._serialize(payload)
+            out = await self._send(
+                "update_weights_from_tensor",
+                serialized_named_tensors=[serialized for _ in range(self._tp_size())],
+                load_format=fmt,
+                flush_cache=flush_cache and i == len(batches) - 1,
+            )
+            result = _success(out)
+            if not result[0]:
+                return result
+        return result
+
+    def update_weights_from_tensor(self, *args: Any, **kwargs: Any) -> tuple[bool, str]:
+        return self._run(self.async_update_weights_from_tensor(*args, **kwargs))
+
+    async def async_init_weights_update_group(
+        self,
+        master_address: str,
+        master_port: int,
+        rank_offset: int,
+        world_size: int,
+        group_name: str = "weight_update_group",
+        backend: str = "nccl",
+    ) -> tuple[bool, str]:
+        if not isinstance(master_port, int) or not 0 < master_port < 65536:
+            raise ValueError(f"master_port must be a TCP port, got {master_port!r}")
+        if not isinstance(world_size, int) or world_size < 2 or not 0 < rank_offset < world_size:
+            raise ValueError(f"need world_size >= 2 and 0 < rank_offset < world_size, got {rank_offset}/{world_size}")
+        out = await self._send(
+            "init_weights_update_group",
+            master_address=master_address,
+            master_port=master_port,
+            rank_offset=rank_offset,
+            world_size=world_size,
+            group_name=group_name,
+            backend=backend,
+        )
+        return _success(out)
+
+    def init_weights_update_group(self, *args: Any, **kwargs: Any) -> tuple[bool, str]:
+        return self._run(self.async_init_weights_update_group(*args, **kwargs))
+
+    async def async_update_weights_from_distributed(
+        self,
+        names: Sequence[str],
+        dtypes: Sequence[Any],
+        shapes: Sequence[Sequence[int]],
+        group_name: str = "weight_update_group",
+        flush_cache: bool = True,
+        load_format: str | None = None,
+    ) -> tuple[bool, str]:
+        """Receive tensors broadcast by the trainer (rank 0 of the weight-update group)."""
+        names, dtype_names, shape_lists = _check_distributed(names, dtypes, shapes)
+        op = "update_weights_from_distributed"
+        if self._caps[op].support == NATIVE:
+            out = await self._send(
+                op,
+                names=names,
+                dtypes=dtype_names,
+                shapes=shape_lists,
+                group_name=group_name,
+                flush_cache=flush_cache,
+                load_format=load_format,
+            )
+            return _success(out)
+        if group_name != "weight_update_group" or load_format is not None:
+            raise NotImplementedError("this SGLang release has one fixed update group and no load_format")
+        result: tuple[bool, str] = (True, "no tensors")
+        for name, dtype, shape in zip(names, dtype_names, shape_lists, strict=True):
+            result = _success(await self._send(op, name=name, dtype=dtype, shape=shape))
+            if not result[0]:
+                return result
+        return result
+
+    def update_weights_from_distributed(self, *args: Any, **kwargs: Any) -> tuple[bool, str]:
+        return self._run(self.async_update_weights_from_distributed(*args, **kwargs))
+
+    async def async_destroy_weights_update_group(self, group_name: str = "weight_update_group") -> tuple[bool, str]:
+        self._require("destroy_weights_update_group")
+        return _success(await self._send("destroy_weights_update_group", group_name=group_name))
+
+    def destroy_weights_update_group(self, *args: Any, **kwargs: Any) -> tuple[bool, str]:
+        return self._run(self.async_destroy_weights_update_group(*args, **kwargs))
+
+    # -- memory -------------------------------------------------------------------------------
+    def _tags(self, tags: Iterable[str] | None) -> tuple[str, ...]:
+        available = _memory_tags() or ALL_TAGS[:2]
+        if tags is None:
+            return tuple(available)
+        if isinstance(tags, str):
+            raise TypeError("tags must be a list of strings, not a string")
+        chosen = tuple(dict.fromkeys(tags))
+        unknown = [t for t in chosen if t not in ALL_TAGS]
+        if unknown:
+            raise ValueError(f"unknown memory tag(s) {unknown}; known: {list(ALL_TAGS)}")
+        absent = [t for t in chosen if t not in available]
+        if absent:
+            raise NotImplementedError(
+                f"memory tag(s) {absent} do not exist in the installed SGLang (it has {list(available)})"
+            )
+        return chosen
+
+    async def _memory_call(self, kind: str, tags: tuple[str, ...]) -> None:
+        supports_tags = self._caps["release_memory_occupation"].support == NATIVE
+        if not supports_tags and set(tags) != set(_memory_tags() or ALL_TAGS[:2]):
+            raise NotImplementedError(
+                f"the installed SGLang has no memory tags: {kind} works on everything or nothing, not {list(tags)}"
+            )
+        op = f"{kind}_memory_occupation"
+        if supports_tags:
+            await self._send(op, tags=list(tags))
+        else:
+            await self._send(op)
+
+    async def async_release_memory_occupation(self, tags: Iterable[str] | None = None) -> dict[str, Any]:
+        """Free GPU memory by tag; returns only once the memory is really free (or raises)."""
+        wanted = self._tags(tags)
+        todo = tuple(t for t in wanted if t not in self._released)
+        if not todo:
+            return {"released": [], "already_released": list(wanted), "freed_bytes": 0}
+        pids = self._child_pids()
+        before = self._meter(pids)
+        await self._memory_call("release", todo)
+        self._released.update(todo)
+        freed = await self._wait_for_release(pids, before)
+        return {"released": list(todo), "already_released": [t for t in wanted if t not in todo], "freed_bytes": freed}
+
+    async def _wait_for_release(self, pids: Sequence[int], before: int | None) -> int | None:
+        if before is None:
+            return None  # no meter here (CPU, no nvidia-smi): nothing to verify against
+        deadline = time.monotonic() + self.release_timeout
+        previous, delay = None, 0.05
+        while True:
+            current = self._meter(pids)
+            if current is not None and current < before and current == previous:
+                return before - current  # dropped, and stable across two readings
+            if time.monotonic() > deadline:
+                raise MemoryReleaseTimeoutError(
+                    f"release_memory_occupation returned but the engine's GPU memory did not drop and settle "
+                    f"within {self.release_timeout:.0f}s (before {before} bytes, now {current})"
+                )
+            previous = current
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def release_memory_occupation(self, tags: Iterable[str] | None = None) -> dict[str, Any]:
+        return self._run(self.async_release_memory_occupation(tags))
+
+    async def async_resume_memory_occupation(self, tags: Iterable[str] | None = None) -> dict[str, Any]:
+        wanted = self._tags(tags)
+        todo = tuple(t for t in wanted if t in self._released)
+        if not todo:
+            return {"resumed": [], "not_released": list(wanted)}
+        await self._memory_call("resume", todo)
+        self._released.difference_update(todo)
+        return {"resumed": list(todo), "not_released": [t for t in wanted if t not in todo]}
+
+    def resume_memory_occupation(self, tags: Iterable[str] | None = None) -> dict[str, Any]:
+        return self._run(self.async_resume_memory_occupation(tags))
+
+    # -- cache, abort, pause ------------------------------------------------------------------
+    async def async_flush_cache(self, abort_pending: bool = False, retries: int | None = None) -> bool:
+        """Flush the radix cache; retried with backoff (bounded) while requests are pending."""
+        attempts = self.flush_retries if retries is None else retries
+        if abort_pending:
+            await self.async_abort()
+        delay = 0.05
+        for attempt in range(attempts + 1):
+            if _success(await self._guarded(self._request("flush_cache", None)))[0]:
+                return True
+            if attempt < attempts:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        raise TimeoutError(f"flush_cache did not succeed after {attempts + 1} attempts (requests still pending?)")
+
+    def flush_cache(self, abort_pending: bool = False, retries: int | None = None) -> bool:
+        return self._run(self.async_flush_cache(abort_pending, retries))
+
+    async def async_abort(self, rids: Iterable[str] | None = None) -> list[str]:
+        """Abort the given requests, or all pending ones (None); returns the rids sent, as far as
+        the transport knows them (the HTTP server aborts all without listing them)."""
+        self._check_open()
+        chosen = None if rids is None else list(rids)
+        if chosen is not None and any(not isinstance(r, str) or not r for r in chosen):
+            raise ValueError("rids must be non-empty strings")
+        return await self._guarded(self._abort(chosen))
+
+    def abort(self, rids: Iterable[str] | None = None) -> list[str]:
+        return self._run(self.async_abort(rids))
+
+    async def async_pause_generation(self, mode: str = "abort") -> None:
+        """Stop generating: ``abort`` (return every request), ``retract`` or ``in_place`` (0.5.6+)."""
+        self._require("pause_generation")
+        if mode not in ("abort", "retract", "in_place"):
+            raise ValueError(f"unknown pause mode {mode!r}; modes: abort, retract, in_place")
+        if hasattr(self._io, "PauseGenerationReqInput"):
+            await self._send("pause_generation", mode=mode)
+        elif mode == "abort":
+            await self._guarded(self._request("pause_generation", None))
+        else:
+            raise NotImplementedError(f"pause mode {mode!r} needs SGLang 0.5.6+; this release only aborts")
+
+    def pause_generation(self, mode: str = "abort") -> None:
+        return self._run(self.async_pause_generation(mode))
+
+    async def async_continue_generation(self) -> None:
+        self._require("continue_generation")
+        if hasattr(self._io, "ContinueGenerationReqInput"):
+            await self._send("continue_generation")
+        else:
+            await self._guarded(self._request("continue_generation", None))
+
+    def continue_generation(self) -> None:
+        return self._run(self.async_continue_generation())
+
+    # -- info and lifecycle -------------------------------------------------------------------
+    def get_server_info(self) -> dict[str, Any]:
+        self._check_open()
+        with self._sync_lock:
+            if self._owns_loop:
+                asyncio.set_event_loop(self._loop)
+            return self._server_info()
+
+    def shutdown(self) -> None:
+        """End the processes this engine started (only those); idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._close_transport()
+        finally:
+            if self._owns_loop and not self._loop.is_running() and not self._loop.is_closed():
+                self._loop.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self: F) -> F:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    async def __aenter__(self: F) -> F:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+# -- argument checks --------------------------------------------------------------------------
+def _check_named_tensors(named_tensors: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    import torch
+
+    if isinstance(named_tensors, (str, bytes, dict)):
+        raise TypeError("named_tensors must be a list of (name, tensor) pairs")
+    out = []
+    seen = set()
+    for i, item in enumerate(named_tensors):
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise TypeError(f"named_tensors[{i}] must be a (name, tensor) pair, got {type(item).__name__}")
+        name, tensor = item
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"named_tensors[{i}]: the name must be a non-empty string, got {name!r}")
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"named_tensors[{i}] ({name}): expected a torch.Tensor, got {type(tensor).__name__}")
+        if name in seen:
+            raise ValueError(f"named_tensors: {name!r} appears twice")
+        seen.add(name)
+        out.append((name, tensor))
+    if not out:
+        raise ValueError("named_tensors is empty")
+    return out
+
+
+def _group_by_dtype(tensors: list[tuple[str, Any]]) -> list[list[tuple[str, Any]]]:
+    groups: dict[Any, list[tuple[str, Any]]] = {}
+    for name, tensor in tensors:
+        groups.setdefault((tensor.dtype, tensor.device), []).append((name, tensor))
+    return list(groups.values())
+
+
+def _dtype_name(dtype: Any) -> str:
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return str(dtype).removeprefix("torch.")
+    if isinstance(dtype, str) and isinstance(getattr(torch, dtype.removeprefix("torch."), None), torch.dtype):
+        return dtype.removeprefix("torch.")
+    raise TypeError(f"not a torch dtype: {dtype!r}")
+
+
+def _check_distributed(
+    names: Sequence[str], dtypes: Sequence[Any], shapes: Sequence[Sequence[int]]
+) -> tuple[list[str], list[str], list[list[int]]]:
+    if isinstance(names, str):
+        raise TypeError("names must be a list of parameter names")
+    if not (len(names) == len(dtypes) == len(shapes)):
+        raise ValueError(f"names, dtypes and shapes differ in length ({len(names)}, {len(dtypes)}, {len(shapes)})")
+    if not names:
+        raise ValueError("no tensors to update")
+    if len(set(names)) != len(names):
+        raise ValueError("a name appears twice in names")
+    shape_lists = []
+    for name, shape in zip(names, shapes, strict=True):
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"parameter names must be non-empty strings, got {name!r}")
+        dims = list(shape)
+        if any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in dims):
+            raise ValueError(f"{name}: shape must be non-negative integers, got {shape!r}")
+        shape_lists.append(dims)
+    return list(names), [_dtype_name(d) for d in dtypes], shape_lists
+
+
+def _success(out: Any) -> tuple[bool, str]:
+    """Upstream returns ``(success, message)`` or an output object; the facade returns the pair."""
+    if isinstance(out, tuple) and len(out) >= 2:
+        return bool(out[0]), str(out[1])
+    if hasattr(out, "success"):
+        return bool(out.success), str(getattr(out, "message", ""))
+    return bool(out), ""
