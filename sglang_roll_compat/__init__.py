@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .planner import plan_from_config
     from .preflight_checks import preflight
+    from .server import ServerEngine
 
 __all__ = [
     "FAMILY",
@@ -59,6 +60,7 @@ __all__ = [
     "SGLangNotInstalledError",
     "SGLangRollCompatError",
     "ServerArgsError",
+    "ServerEngine",
     "UnsupportedVersionError",
     "__version__",
     "add_child_hook",
@@ -129,7 +131,12 @@ def status() -> list[PatchStatus]:
     return _patcher().status()
 
 
-_LAZY = {"Engine": ".engine", "preflight": ".preflight_checks", "plan_from_config": ".planner"}
+_LAZY = {
+    "Engine": ".engine",
+    "ServerEngine": ".server",
+    "preflight": ".preflight_checks",
+    "plan_from_config": ".planner",
+}
 
 
 def __getattr__(name: str) -> Any:  # lazy: these modules are only imported when used

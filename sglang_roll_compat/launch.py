@@ -43,6 +43,14 @@ CTX_ATTR = "_sglang_roll_compat_launch"
 REPORT_GRACE = 2.0  # seconds to wait for a child's report once the launch failed
 
 _local = threading.local()
+_death_hooks: list[Callable[[str], None]] = []
+
+
+def add_death_hook(callback: Callable[[str], None]) -> None:
+    """Call ``callback(message)`` whenever any engine of this process loses a child (after the
+    engine's own listeners). The server-mode entry point uses it to end the server process."""
+    if callback not in _death_hooks:
+        _death_hooks.append(callback)
 
 
 def current() -> LaunchContext | None:
@@ -229,6 +237,11 @@ class LaunchContext:
                 callback(EngineDeadError(message, reports))
             except Exception:
                 logger.exception("engine-death listener failed")
+        for hook in list(_death_hooks):
+            try:
+                hook(message)
+            except Exception:
+                logger.exception("engine-death hook failed")
 
     # -- ending -------------------------------------------------------------------------
     def terminate(self, timeout: float = 10.0) -> list[int]:

@@ -27,6 +27,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from importlib import import_module
 from typing import Any
 
 from . import workspace
@@ -192,13 +193,14 @@ def _tokens(out: Any) -> list[int]:
     return list(out["output_ids"]) if isinstance(out, dict) else []
 
 
-def run_smoke(out_dir: str, model_path: str | None = None, cpu: bool = False) -> dict[str, Any]:
+def run_smoke(out_dir: str, model_path: str | None = None, cpu: bool = False, server: bool = False) -> dict[str, Any]:
     """The smoke run itself; call it from any thread (the CLI runs it off the main thread)."""
     import torch
 
-    import sglang_roll_compat as pkg
+    pkg = import_module(".", __package__)  # this copy of the package (a vendored copy too)
 
     from .engine import Engine, nvidia_smi_meter
+    from .server import ServerEngine
 
     os.makedirs(out_dir, exist_ok=True)
     os.environ[SMOKE_DIR_ENV] = out_dir
@@ -215,19 +217,20 @@ def run_smoke(out_dir: str, model_path: str | None = None, cpu: bool = False) ->
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "model": os.path.basename(args["model_path"]),
+        "mode": "server" if server else "engine",
         "steps": {},
         "checks": {},
         "numbers": {},
     }
     t0 = time.perf_counter()
-    engine = _step(results, "launch", lambda: Engine(worker_name="smoke-0", **args))
+    facade = ServerEngine if server else Engine
+    engine = _step(results, "launch", lambda: facade(worker_name="smoke-0", **args))
     results["numbers"]["launch_s"] = round(time.perf_counter() - t0, 2)
     if engine is None:
         return results
     checks, numbers = results["checks"], results["numbers"]
     try:
-        ctx_pids = engine._ctx.child_pids() if engine._ctx is not None else []
-        numbers["child_pids"] = ctx_pids
+        numbers["child_pids"] = engine._child_pids()
         first = _step(results, "generate_first", lambda: _generate(engine))
         numbers["generate_first_s"] = results["steps"]["generate_first"]["seconds"]
         again = _step(results, "generate_again", lambda: _generate(engine))
@@ -245,14 +248,17 @@ def run_smoke(out_dir: str, model_path: str | None = None, cpu: bool = False) ->
         out_a = _step(results, "generate_a", lambda: _generate(engine))
         _step(results, "update_weights_a_again", lambda: engine.update_weights_from_tensor(weights_a))
         out_a2 = _step(results, "generate_a2", lambda: _generate(engine))
-        _step(results, "update_weights_b_upstream", lambda: engine.upstream.update_weights_from_tensor(weights_b))
+        if server:  # no upstream object over HTTP: the facade once more, with the other weights
+            _step(results, "update_weights_b", lambda: engine.update_weights_from_tensor(weights_b))
+        else:
+            _step(results, "update_weights_b_upstream", lambda: engine.upstream.update_weights_from_tensor(weights_b))
         out_b = _step(results, "generate_b", lambda: _generate(engine))
         checks["weights_change_output"] = _tokens(out_a) != _tokens(first) and _tokens(out_b) != _tokens(out_a)
         checks["same_weights_same_output"] = _tokens(out_a) == _tokens(out_a2) != []
         numbers["tokens"] = {"dummy": _tokens(first), "a": _tokens(out_a), "b": _tokens(out_b)}
-        numbers["update_bandwidth"] = _bandwidth(engine, weights_a, size)
+        numbers["update_bandwidth"] = None if server else _bandwidth(engine, weights_a, size)
 
-        pids = engine._ctx.child_pids() if engine._ctx is not None else []
+        pids = engine._child_pids()
         before = nvidia_smi_meter(pids)
         released = _step(results, "release", engine.release_memory_occupation)
         after_release = nvidia_smi_meter(pids)
@@ -279,6 +285,12 @@ def run_smoke(out_dir: str, model_path: str | None = None, cpu: bool = False) ->
     time.sleep(0.5)
     results["children_left"] = _children_left()
     checks["no_children_left"] = results["children_left"] == []
+    if server:
+        from .server import _group_alive, port_in_use
+
+        process = engine.process
+        checks["server_process_group_gone"] = process is not None and not _group_alive(process.pid)
+        checks["server_port_free"] = not port_in_use("127.0.0.1", int(engine.url.rsplit(":", 1)[1]))
     _check_children(results, out_dir)
     results["ok"] = all(results["checks"].values()) and all(s["ok"] for s in results["steps"].values())
     return results
@@ -313,7 +325,7 @@ def _check_children(results: dict[str, Any], out_dir: str) -> None:
 
 def run_baseline(model_path: str | None, patched: bool) -> dict[str, Any]:
     """One launch of the raw upstream Engine (main thread), with or without the shim's patches."""
-    import sglang_roll_compat as pkg
+    pkg = import_module(".", __package__)  # this copy of the package (a vendored copy too)
 
     if not patched:
         pkg.unpatch()
@@ -333,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-path", default=None, help="a model directory (default: the shipped small Qwen2)")
     parser.add_argument("--baseline", choices=["unpatched", "patched"], help="time one raw upstream launch instead")
     parser.add_argument("--cpu", action="store_true", help="dry run on a CPU machine (no memory checks)")
+    parser.add_argument("--server", action="store_true", help="through ServerEngine (SGLang's HTTP server)")
     args = parser.parse_args(argv)
     if args.baseline:
         result = run_baseline(args.model_path, patched=args.baseline == "patched")
@@ -343,11 +356,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     holder: dict[str, Any] = {}
     worker = threading.Thread(
-        target=lambda: holder.update(run_smoke(args.out, args.model_path, args.cpu)), name="rollout-worker-0"
+        target=lambda: holder.update(run_smoke(args.out, args.model_path, args.cpu, args.server)),
+        name="rollout-worker-0",
     )
     worker.start()
     worker.join()
-    with open(os.path.join(args.out, "smoke.json"), "w", encoding="utf-8") as fh:
+    name = "smoke-server.json" if args.server else "smoke.json"
+    with open(os.path.join(args.out, name), "w", encoding="utf-8") as fh:
         json.dump(holder, fh, indent=2, default=str)
     print(json.dumps(holder, indent=2, default=str))
     return 0 if holder.get("ok") else 1

@@ -1,0 +1,57 @@
+"""``python -m sglang_roll_compat.serve SPEC.json``: SGLang's HTTP server with the shim armed.
+
+The server-mode facade (:class:`~sglang_roll_compat.server.ServerEngine`) starts this module as
+a subprocess. It does what ``python -m sglang.launch_server`` does — build ``ServerArgs`` and
+call SGLang's own ``http_server.launch_server`` — after importing this package (so the launch
+patches, the env policy and the child hooks reach the server's scheduler children too). The
+spec file holds ``{"server_args": {...}, "worker_name": ..., "hooks": [...]}``: server arguments
+travel as JSON and become ``ServerArgs(**server_args)`` directly, so no flag is lost in a
+round trip through the command line. If a child of the server dies after launch, the server
+process exits (status 70) instead of serving a dead engine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+logger = logging.getLogger(__name__)
+
+EXIT_CHILD_DIED = 70
+
+
+def _exit_on_child_death(message: str) -> None:
+    logger.error("an SGLang child of this server died; ending the server: %s", message)
+    logging.shutdown()
+    os._exit(EXIT_CHILD_DIED)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m sglang_roll_compat.serve SPEC.json", file=sys.stderr)
+        return 2
+    with open(args[0], encoding="utf-8") as fh:
+        spec = json.load(fh)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import importlib
+
+    pkg = importlib.import_module(__package__ or "")  # run as "python -m <package>.serve"
+    from . import launch
+
+    for hook in spec.get("hooks", []):
+        pkg.add_child_hook(hook)
+    launch.add_death_hook(_exit_on_child_death)
+    from sglang.srt.entrypoints.http_server import launch_server
+    from sglang.srt.server_args import ServerArgs
+
+    server_args = ServerArgs(**spec["server_args"])
+    with launch.launch_options(worker_name=spec.get("worker_name")):
+        launch_server(server_args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
