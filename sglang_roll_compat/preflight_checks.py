@@ -20,6 +20,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import import_module
 from typing import Any
 
 from . import envpolicy, serverargs, workspace
@@ -187,7 +188,7 @@ def _check_alloc_conf(server_args: Mapping[str, Any], env: Mapping[str, str]) ->
 
 # -- NCCL cuMem agreement ----------------------------------------------------------------------
 def _family_facts() -> tuple[envpolicy.EnvFacts, str | None]:
-    import sglang_roll_compat
+    sglang_roll_compat = import_module(".", __package__)  # this copy (a vendored copy too)
 
     family = getattr(sglang_roll_compat, "FAMILY", None)
     if family is None:

@@ -69,7 +69,7 @@ def check_values(args: Mapping[str, Any]) -> None:
 
 
 def check(args: Mapping[str, Any], known: frozenset[str] | None = None) -> None:
-    if "model_path" not in args:
+    if args.get("model_path") is None:
         raise ServerArgsError("model_path is required")
     check_names(args, known)
     check_values(args)

@@ -84,7 +84,7 @@ def family_for(version: str) -> str:
         if text != text.strip() or not text.isprintable():
             raise InvalidVersion(text)  # PEP 440 tolerates padding; package metadata never has it
         parsed = Version(text)
-    except InvalidVersion:
+    except (InvalidVersion, ValueError):  # ValueError: a number int() refuses (> 4300 digits)
         raise UnsupportedVersionError(
             _shown(text), supported_versions(), hint="(That is not a valid PEP 440 version.)"
         ) from None

@@ -44,7 +44,13 @@ def cache_root(environ: Mapping[str, str] | None = None) -> Path:
     xdg = env.get("XDG_CACHE_HOME", "")
     if xdg and os.path.isabs(xdg) and "\x00" not in xdg:
         return Path(xdg) / "sglang_roll_compat"
-    return Path(os.path.expanduser("~")) / ".cache" / "sglang_roll_compat"
+    home = os.path.expanduser("~")
+    if not os.path.isabs(home):  # HOME set to a relative path: never cache under the working directory
+        raise WorkspaceError(
+            f"cannot place the cache: HOME is the relative path {home!r}; "
+            f"set {CACHE_DIR_ENV} or XDG_CACHE_HOME to an absolute path"
+        )
+    return Path(home) / ".cache" / "sglang_roll_compat"
 
 
 def sanitize_component(name: str) -> str:
@@ -92,7 +98,7 @@ def worker_slot(
     env = os.environ if environ is None else environ
     for key in ("RANK", "LOCAL_RANK"):
         value = env.get(key, "")
-        if value.isdigit():
+        if value.isascii() and value.isdigit() and len(value) <= 20:  # "٣".isdigit() is True too
             return f"rank-{value}"
     return f"pid-{os.getpid()}"
 

@@ -20,6 +20,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import helpers
 
+pytest_plugins = ["_figures"]
+
 EXPECTED = os.environ.get("SGLANG_ROLL_COMPAT_EXPECT_SGLANG", "")
 REAL_SGLANG = importlib.util.find_spec("sglang") is not None
 UNIT = not REAL_SGLANG
