@@ -5,7 +5,9 @@
 #   tools/gpu_e2e.sh device OUTDIR  # there (the GPU machine, torch 2.11.0 + Python 3.12, no network)
 #
 # "prepare" writes .whl/site.tar.xz (~52 MB: SGLang 0.5.16 and what the GPU image lacks, built
-# by tools/build_gpu_site.sh) and .whl/extra/*.whl (this package's own needs: wrapt, psutil).
+# by tools/build_gpu_site.sh) and .whl/extra/*.whl (this package's own needs, wrapt and psutil,
+# and what SGLang's HTTP server imports that the GPU image lacks: jsonschema, soundfile,
+# zstandard, prometheus_client and their deps).
 # Carry .whl to the GPU machine with the repository (keep it out of git: .git/info/exclude),
 # then run "device": it unpacks everything under /tmp, runs the doctor, the smoke (facade Engine
 # from a non-main thread) and two baseline launches of the raw upstream Engine (shim unpatched,
@@ -38,13 +40,17 @@ device)
   export PYTHONPATH=/tmp/site:$PWD
   python3 -m sglang_roll_compat --json >"$OUT/doctor.json" 2>>"$LOG" || true
   echo "== smoke" >>"$LOG"
-  timeout 420 python3 -m sglang_roll_compat smoke --out /tmp/smoke >>"$LOG" 2>&1; echo "smoke rc=$?" >>"$LOG"
+  rc=0; timeout 300 python3 -m sglang_roll_compat smoke --out /tmp/smoke >>"$LOG" 2>&1 || rc=$?
+  echo "smoke rc=$rc" >>"$LOG"
+  echo "== smoke --server" >>"$LOG"
+  rc=0; timeout 240 python3 -m sglang_roll_compat smoke --server --out /tmp/smoke >>"$LOG" 2>&1 || rc=$?
+  echo "smoke --server rc=$rc" >>"$LOG"
   for mode in unpatched patched unpatched patched; do
     echo "== baseline $mode" >>"$LOG"
-    timeout 150 python3 -m sglang_roll_compat smoke --baseline "$mode" --out /tmp/smoke >>"$LOG" 2>&1 \
+    timeout 120 python3 -m sglang_roll_compat smoke --baseline "$mode" --out /tmp/smoke >>"$LOG" 2>&1 \
       || echo "baseline $mode failed rc=$?" >>"$LOG"
   done
-  cp /tmp/smoke/smoke.json "$OUT"/ 2>>"$LOG" || true
+  cp /tmp/smoke/smoke.json /tmp/smoke/smoke-server.json "$OUT"/ 2>>"$LOG" || true
   cat /tmp/smoke/baseline-*.jsonl >"$OUT/baselines.jsonl" 2>>"$LOG" || true
   tar -czf "$OUT/jit-cache.tgz" -C / tmp/src-cache root/.cache/tvm-ffi root/.cache/flashinfer root/.triton 2>/dev/null || true
   ;;
