@@ -196,3 +196,54 @@ def demo(session: nox.Session) -> None:
     version = session.posargs[0] if session.posargs else DEFAULT_VERSION
     env = install_sglang(session, version)
     session.run("python", "-m", "sglang_roll_compat", env=env)
+
+
+# -- benchmarks (issue 7) -------------------------------------------------------------------------
+def _bench_version(args: list[str]) -> tuple[str, list[str]]:
+    """``--sglang <v>`` (or ``--sglang=<v>``) out of the posargs; the rest go to benchmarks/run.py."""
+    version, rest = DEFAULT_VERSION, []
+    it = iter(args)
+    for arg in it:
+        if arg == "--sglang":
+            version = next(it, "")
+        elif arg.startswith("--sglang="):
+            version = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return version, rest
+
+
+def _reset_bench_layer(session: nox.Session, version: str) -> None:
+    """A reused bench venv that holds another release's layer: uninstall that layer first (only
+    what lives in this venv; pip leaves the shared base alone, it is outside the environment)."""
+    stamp = Path(session.virtualenv.location) / ".sglang-layer"
+    if stamp.exists() and stamp.read_text().strip() not in ("", version):
+        session.log(f"the bench venv holds SGLang {stamp.read_text().strip()}: removing that layer first")
+        frozen = session.run("python", "-m", "pip", "freeze", "--local", "--disable-pip-version-check", silent=True)
+        names = [
+            line.split("==")[0].split(" @ ")[0].strip()
+            for line in str(frozen).splitlines()
+            if line.strip() and not line.startswith(("#", "-e"))
+        ]
+        names = [n for n in names if n.lower() not in ("pip", "setuptools", "wheel")]
+        if names:
+            session.run("python", "-m", "pip", "uninstall", "-y", "--disable-pip-version-check", *names, silent=True)
+    stamp.unlink(missing_ok=True)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks, not a test: import cost, patch/unpatch, facade overhead, env policy, doctor.
+
+    ``nox -s bench`` measures SGLang 0.5.2; ``nox -s bench -- --sglang 0.5.7`` another supported
+    release; other arguments go to ``python -m benchmarks.run`` (``--runs``, ``--only``, ``--help``).
+    Prints medians with min/max and side-by-side ratios with PASS/FAIL per target, writes
+    ``bench-results/*.json`` and a Markdown summary. A FAIL does not fail the session; an error does.
+    """
+    version, args = _bench_version(list(session.posargs))
+    if version not in SUPPORT.SUPPORTED_VERSIONS:
+        session.error(f"--sglang {version!r}: not in the support table; supported: {', '.join(VERSIONS)}")
+    _reset_bench_layer(session, version)
+    env = install_sglang(session, version)
+    (Path(session.virtualenv.location) / ".sglang-layer").write_text(version)
+    session.run("python", "-m", "benchmarks.run", *args, env=env)
