@@ -7,11 +7,11 @@ and hands the release's own ``io_struct`` request objects to its tokenizer manag
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import importlib
 import logging
 import weakref
+from collections.abc import Iterable
 from typing import Any
 
 from . import launch, serverargs
@@ -22,6 +22,7 @@ from .facade import (
     Capability,
     FacadeBase,
     MemoryMeter,
+    _check_rids,
     _params,
     capabilities,
     nvidia_smi_meter,
@@ -92,9 +93,13 @@ class Engine(FacadeBase):
         return await self._upstream.async_generate(**kwargs)
 
     def _generate_params(self) -> frozenset[str]:
-        return _params(self._upstream.async_generate)
+        return _params(type(self._upstream).async_generate)
 
     async def _abort(self, rids: list[str] | None) -> list[str]:
+        return self._abort_now(rids)
+
+    def _abort_now(self, rids: list[str] | None) -> list[str]:
+        """The tokenizer manager's abort is synchronous: no event-loop round trip is needed."""
         tm = self.tokenizer_manager
         if rids is not None:
             for rid in rids:
@@ -106,8 +111,12 @@ class Engine(FacadeBase):
         else:
             for rid in pending:
                 tm.abort_request(rid)
-        await asyncio.sleep(0)
         return pending
+
+    def abort(self, rids: Iterable[str] | None = None) -> list[str]:
+        """Abort the given requests, or all pending ones (None); returns the rids sent."""
+        self._check_open()
+        return self._abort_now(_check_rids(rids))
 
     def _serialize(self, payload: Any) -> Any:
         return importlib.import_module(ENGINE_MODULE).MultiprocessingSerializer.serialize(payload)

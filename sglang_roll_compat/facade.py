@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import importlib
 import inspect
 import logging
@@ -39,12 +40,14 @@ MemoryMeter = Callable[[Sequence[int]], "int | None"]
 
 
 # -- what the installed release can do ----------------------------------------------------
+@functools.lru_cache(maxsize=256)
 def _fields(cls: Any) -> frozenset[str]:
     if dataclasses.is_dataclass(cls):
         return frozenset(f.name for f in dataclasses.fields(cls))
     return frozenset(getattr(cls, "__struct_fields__", ()))
 
 
+@functools.lru_cache(maxsize=256)
 def _params(func: Any) -> frozenset[str]:
     try:
         return frozenset(inspect.signature(func).parameters)
@@ -260,35 +263,34 @@ class FacadeBase:
         return await self._guarded(self._request(op, request_fields(op, self._io, **fields)))
 
     async def _guarded(self, awaitable: Awaitable[T]) -> T:
-        """Await ``awaitable`` unless the engine dies first (then EngineDeadError)."""
+        """Await ``awaitable`` unless the engine dies first (then EngineDeadError).
+
+        No extra task: a death cancels the awaiting task itself (from the watchdog's thread,
+        through the loop), and that cancellation becomes the EngineDeadError."""
         self._check_open()
+        death = self._death
+        if death is None:
+            return await awaitable
         loop = asyncio.get_running_loop()
-        dead: asyncio.Future[None] = loop.create_future()
+        current = asyncio.current_task()
+        killed: list[EngineDeadError] = []
 
         def on_death(error: EngineDeadError) -> None:
-            def settle() -> None:
-                if not dead.done():
-                    dead.set_exception(error)
+            killed.append(error)
+            if current is not None:
+                loop.call_soon_threadsafe(current.cancel)
 
-            loop.call_soon_threadsafe(settle)
-
-        task: asyncio.Future[T] = asyncio.ensure_future(awaitable)
-        death = self._death
-        if death is not None:
-            death.add_listener(on_death)
+        death.add_listener(on_death)
         try:
-            pending: set[asyncio.Future[Any]] = {task, dead}
-            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if task.done():
-                return task.result()
-            task.cancel()
-            dead.result()  # raises the EngineDeadError
-            raise AssertionError("unreachable")
+            return await awaitable
+        except asyncio.CancelledError:
+            if not killed:
+                raise
+            if current is not None and hasattr(current, "uncancel"):
+                current.uncancel()  # the cancellation was ours, not the caller's
+            raise killed[0] from None
         finally:
-            if death is not None:
-                death.remove_listener(on_death)
-            if not dead.done():
-                dead.cancel()
+            death.remove_listener(on_death)
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run one of our coroutines to completion from synchronous code."""
@@ -534,10 +536,7 @@ class FacadeBase:
         """Abort the given requests, or all pending ones (None); returns the rids sent, as far as
         the transport knows them (the HTTP server aborts all without listing them)."""
         self._check_open()
-        chosen = None if rids is None else list(rids)
-        if chosen is not None and any(not isinstance(r, str) or not r for r in chosen):
-            raise ValueError("rids must be non-empty strings")
-        return await self._guarded(self._abort(chosen))
+        return await self._guarded(self._abort(_check_rids(rids)))
 
     def abort(self, rids: Iterable[str] | None = None) -> list[str]:
         return self._run(self.async_abort(rids))
@@ -666,6 +665,17 @@ def _check_distributed(
             raise ValueError(f"{name}: shape must be non-negative integers, got {shape!r}")
         shape_lists.append(dims)
     return list(names), [_dtype_name(d) for d in dtypes], shape_lists
+
+
+def _check_rids(rids: Iterable[str] | None) -> list[str] | None:
+    if rids is None:
+        return None
+    if isinstance(rids, str):
+        raise TypeError("rids must be a list of request ids, not a string")
+    chosen = list(rids)
+    if any(not isinstance(r, str) or not r for r in chosen):
+        raise ValueError("rids must be non-empty strings")
+    return chosen
 
 
 def _success(out: Any) -> tuple[bool, str]:

@@ -115,7 +115,7 @@ class LaunchContext:
         self._lock = threading.Lock()
         self._listeners: list[Callable[[EngineDeadError], None]] = []
         self._spec: childhooks.ChildSpec | None = None
-        self._hooked_pids: dict[int, str] = {}
+        self._pids_cache: list[int] | None = None
         root = workspace.cache_root()
         self.state_dir = str(
             workspace.ensure_private_dir(root, ["run", f"{workspace.host_component()}-{self.owner_pid}-{self.id}"])
@@ -171,10 +171,17 @@ class LaunchContext:
         return out
 
     def child_pids(self) -> list[int]:
+        """Our direct children and every hooked descendant (from their markers); fixed once the
+        engine runs, so it is read from disk only until then."""
+        if self._pids_cache is not None:
+            return self._pids_cache
         pids = {p.pid for p in self.processes if p.pid is not None}
         for found in self.reached().values():
             pids.update(found)
-        return sorted(pids)
+        result = sorted(pids)
+        if self.phase == "running":
+            self._pids_cache = result
+        return result
 
     # -- watchdog protocol ------------------------------------------------------------
     def check(self) -> str | None:

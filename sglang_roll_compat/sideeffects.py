@@ -11,7 +11,6 @@ is reported only (undoing it would change how SGLang's own loops run).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from types import ModuleType
@@ -59,6 +58,8 @@ def on_engine_import(module: ModuleType) -> None:
 
 
 def _policy() -> Any:
+    import asyncio  # only once SGLang's engine module is imported (which imports it anyway)
+
     try:
         return asyncio.get_event_loop_policy()
     except Exception:  # pragma: no cover - Python without policies
