@@ -16,6 +16,7 @@ from .envpolicy import EnvFacts
 from .patching import Patch
 
 ENGINE = "sglang.srt.entrypoints.engine"
+TOKENIZER_MANAGER = "sglang.srt.managers.tokenizer_manager"
 WATCHDOG_MODULE = "sglang.srt.utils.watchdog"
 
 
@@ -72,6 +73,13 @@ def build_patches(family: Family) -> tuple[Patch, ...]:
             "mp",
             "every child SGLang starts runs behind child_entry (env, hooks, no SIGQUIT to the owner)",
             factory=mpproxy.make_proxy,
+        ),
+        Patch(
+            "tokenizer_signal_handlers",
+            TOKENIZER_MANAGER,
+            "TokenizerManager.auto_create_handle_loop",
+            "at the first request SGLang takes the caller's SIGTERM/SIGQUIT; the caller's handlers come back",
+            wrapper=signals.tokenizer_handlers,
         ),
         Patch(
             "engine_shutdown",

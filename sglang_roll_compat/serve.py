@@ -39,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     import importlib
 
     pkg = importlib.import_module(__package__ or "")  # run as "python -m <package>.serve"
-    from . import launch
+    from . import launch, signals
 
+    signals.contain_tokenizer_handlers = False  # this process is SGLang's server: its handlers stay
     for hook in spec.get("hooks", []):
         pkg.add_child_hook(hook)
     launch.add_death_hook(_exit_on_child_death)

@@ -59,6 +59,43 @@ def make_proxy(original: Any) -> SignalModuleProxy:
     return SignalModuleProxy(original)
 
 
+# The tokenizer manager installs SIGTERM/SIGQUIT handlers on its event loop at its first request
+# (main thread only); in a trainer's process they are the trainer's to own. The server-mode entry
+# point turns this off: there the server process is SGLang's own.
+contain_tokenizer_handlers = True
+_TOKENIZER_SIGNALS = tuple(s for s in (getattr(_signal, "SIGTERM", None), getattr(_signal, "SIGQUIT", None)) if s)
+
+
+def tokenizer_handlers(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Wraps ``TokenizerManager.auto_create_handle_loop``: on the main thread, the caller's
+    SIGTERM/SIGQUIT handlers come back after it (and the loop forgets its own), so a SIGTERM to
+    the trainer is the trainer's, and no SIGQUIT kill-trees it."""
+    if not contain_tokenizer_handlers or not on_main_thread():
+        return wrapped(*args, **kwargs)
+    _shared.count_reached("tokenizer_signal_handlers")
+    saved = {sig: _signal.getsignal(sig) for sig in _TOKENIZER_SIGNALS}
+    result = wrapped(*args, **kwargs)
+    loop = getattr(instance, "event_loop", None)
+    if loop is None:
+        import asyncio
+
+        try:
+            loop = asyncio.get_event_loop()
+        except RuntimeError:
+            loop = None
+    for sig, handler in saved.items():
+        if _signal.getsignal(sig) is handler:
+            continue
+        if loop is not None:
+            try:
+                loop.remove_signal_handler(sig)
+            except Exception:  # not the loop's, or a loop without signal support
+                pass
+        _signal.signal(sig, handler if handler is not None else _signal.SIG_DFL)
+        logger.debug("restored the caller's %s handler after SGLang's tokenizer manager", _signal.Signals(sig).name)
+    return result
+
+
 def capture() -> dict[int, Any]:
     """The current Python-level handlers of SIGQUIT and SIGCHLD (readable from any thread)."""
     return {s: _signal.getsignal(s) for s in _WATCHED}
