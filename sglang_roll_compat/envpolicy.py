@@ -43,6 +43,17 @@ class EnvFacts:
     trtllm_pdl: bool = True  # upstream sets TRTLLM_ENABLE_PDL (0.5.x)
     cuda_device_max_connections: str = "8"  # upstream's forced value
     triton_cache_manager: bool = False  # 0.4.6 sets TRITON_CACHE_MANAGER when tp*dp > 1
+    # SGLang may turn NCCL_CUMEM_ENABLE on by itself, without enable_symm_mem (0.5.17+: multi-node
+    # on an MNNVL fabric; 0.5.19+: moe_a2a_backend=deepep_v2; 0.5.23: KV-shard symmetric gather):
+    # a "1" it set during the launch while the user had set nothing is kept, not reset to "0"
+    upstream_cumem: bool = False
+    # ServerArgs fields hold the raw input and resolution lives in declarations, read through
+    # upstream's resolving_view (0.5.19+); the policy reads server args the same way
+    resolved_view: bool = False
+    # importing sglang setdefaults FLASHINFER_WORKSPACE_BASE, TRITON_CACHE_DIR (and
+    # TORCHINDUCTOR_CACHE_DIR, CUDA_CACHE_PATH) under $SGLANG_CACHE_DIR in the caller (0.5.18+,
+    # sglang.srt.environ.redirect_third_party_caches): such a value is SGLang's, not the user's
+    sglang_cache_defaults: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,7 +112,38 @@ def arg(server_args: Any, name: str, default: Any = None) -> Any:
     return getattr(server_args, name, default)
 
 
-def worker_from_args(server_args: Any, name: str | None, environ: Mapping[str, str]) -> Worker:
+def resolved(server_args: Any, facts: EnvFacts | None = None) -> Any:
+    """``server_args`` as upstream's ``_set_envs_and_config`` reads it: through SGLang's own
+    ``resolving_view`` where the family says so (0.5.19+), else as it is (a mapping stays one)."""
+    if facts is None or not facts.resolved_view or isinstance(server_args, Mapping):
+        return server_args
+    import importlib
+
+    view = importlib.import_module("sglang.srt.arg_groups.model_override_base").resolving_view
+    return view(server_args)
+
+
+_CACHE_NAMES = ("FLASHINFER_WORKSPACE_BASE", "TRITON_CACHE_DIR")
+
+
+def _without_sglang_cache_defaults(user: Mapping[str, str]) -> Mapping[str, str]:
+    """``user`` minus the cache directories that importing SGLang set itself (0.5.18+): equal to
+    upstream's ``third_party_cache_defaults()``, they are not a choice the user made."""
+    import importlib
+
+    try:
+        defaults = importlib.import_module("sglang.srt.environ").third_party_cache_defaults()
+    except (ImportError, AttributeError):  # not this SGLang: nothing to tell apart
+        return user
+    if not any(name in user and user[name] == defaults.get(name) for name in _CACHE_NAMES):
+        return user
+    return {k: v for k, v in user.items() if not (k in _CACHE_NAMES and v == defaults.get(k))}
+
+
+def worker_from_args(
+    server_args: Any, name: str | None, environ: Mapping[str, str], facts: EnvFacts | None = None
+) -> Worker:
+    server_args = resolved(server_args, facts)
     tp = int(arg(server_args, "tp_size", 1) or 1)
     pp = int(arg(server_args, "pp_size", 1) or 1)
     dp = int(arg(server_args, "dp_size", 1) or 1)
@@ -122,7 +164,10 @@ def _valid_flag(value: str | None) -> bool:
 
 
 def _valid_positive_int(value: str | None) -> bool:
-    return value is not None and value.isascii() and value.isdigit() and 0 < int(value) <= 1024
+    if value is None or not value.isascii() or not value.isdigit():
+        return False
+    digits = value.lstrip("0")  # int() refuses strings over 4300 digits: never call it on one
+    return 0 < len(digits) <= 4 and int(digits) <= 1024
 
 
 def _valid_module_loading(value: str | None) -> bool:
@@ -186,7 +231,10 @@ def plan(
     to ``environ``). Pure: reads nothing else, writes nothing, creates no directory.
     """
     facts = facts or EnvFacts()
+    server_args = resolved(server_args, facts)
     user = environ if user_env is None else user_env
+    if facts.sglang_cache_defaults:
+        user = _without_sglang_cache_defaults(user)
     p = _Planner(environ, user)
     for name in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"):
         p.remove(
@@ -199,13 +247,22 @@ def plan(
     symm = bool(arg(server_args, "enable_symm_mem", False))
     nvls = bool(arg(server_args, "enable_nccl_nvls", False))
     if facts.symm_mem_args:
+        upstream_on = (
+            facts.upstream_cumem
+            and not symm
+            and user.get("NCCL_CUMEM_ENABLE") is None
+            and environ.get("NCCL_CUMEM_ENABLE") == "1"
+        )
         p.decide(
             "NCCL_CUMEM_ENABLE",
             "0",
             "follows enable_symm_mem; the trainer's NCCL must use the same value (trainer_env())",
             _valid_flag,
-            required="1" if symm else None,
-            required_reason="enable_symm_mem=True needs NCCL's cuMem allocator",
+            required="1" if symm or upstream_on else None,
+            required_reason="enable_symm_mem=True needs NCCL's cuMem allocator"
+            if symm
+            else "SGLang turned it on for this launch (MNNVL multi-node, DeepEP v2 or KV-shard gather "
+            "need NCCL's cuMem allocator); the trainer's NCCL must use the same value",
         )
     else:
         _keep_upstream(p, "NCCL_CUMEM_ENABLE", "0", "this SGLang forces it; it has no enable_symm_mem")

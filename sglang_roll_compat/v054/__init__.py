@@ -1,10 +1,14 @@
-"""Patch family for SGLang 0.5.4.post2 … 0.5.7.
+"""Patch family for SGLang 0.5.4.post2 … 0.5.9.
 
 Module-level ``_launch_subprocesses``; up to 0.5.6 the children come from engine module
 globals (0.5.6's DP controller binds its scheduler function as a def-time default), from 0.5.7
-from the ``run_scheduler_process_func`` argument taken from ``Engine``'s class attribute. The
-``mp`` proxy hooks the processes where they are created, so both styles are covered by one
-mechanism. CUDA_DEVICE_MAX_CONNECTIONS=8; NCCL_CUMEM_ENABLE respects the user from 0.5.4.
+from the ``run_scheduler_process_func`` argument taken from ``Engine``'s class attribute (0.5.7's
+signature, 4-tuple result, is unchanged through 0.5.9; 0.5.9 only adds scheduler parameters
+``attn_cp_rank``/``moe_dp_rank``, which the trampoline forwards untouched). The ``mp`` proxy hooks
+the processes where they are created, so both styles are covered by one mechanism.
+CUDA_DEVICE_MAX_CONNECTIONS=8; NCCL_CUMEM_ENABLE respects the user from 0.5.4. Unguarded
+``signal.signal(SIGQUIT, …)`` (off the main thread the shim's signal proxy skips it); no
+``SubprocessWatchdog``; importing ``engine.py`` replaces ``threading._register_atexit``.
 """
 
 from ..envpolicy import EnvFacts
@@ -12,7 +16,7 @@ from ..family import Family
 
 FAMILY = Family(
     name="v054",
-    summary="SGLang 0.5.4.post2-0.5.7: module-level launch, children as globals or arguments",
+    summary="SGLang 0.5.4.post2-0.5.9: module-level launch, children as globals or arguments",
     env=EnvFacts(cuda_device_max_connections="8"),
     launch="module",
 )
