@@ -38,6 +38,7 @@ class FakeTokenizerManager:
         self.fail_flushes = 0
         self.block: Any = None  # an asyncio.Event-like to await before answering
         self.max_req_input_len = None
+        self.startup_time = 0.0  # read by get_server_info from 0.5.22
 
     def record(self, name: str, *args: Any, **kwargs: Any) -> None:
         self.calls.append((name, args, kwargs))
@@ -93,6 +94,10 @@ class FakeTokenizerManager:
 
     async def continue_generation(self, *args: Any) -> None:
         self.record("continue_generation", *args)
+
+    def resolved_config_dict(self, base: dict[str, Any]) -> dict[str, Any]:
+        """0.5.17 and 0.5.18 ask the tokenizer manager for the record with its updates on top."""
+        return dict(base)
 
     async def get_internal_state(self) -> Any:
         """Shaped like the real one of this release: a dict (<= 0.4.6.post1) or a list of dicts."""
@@ -160,6 +165,12 @@ class FakeLaunch:
         port_args = kwargs.get("port_args")
         if port_args is None:
             port_args = importlib.import_module("sglang.srt.server_args").PortArgs.init_new(server_args)
+        # what the real launch does with the record before it returns (0.5.19+: resolution at
+        # launch; 0.5.20+: the process-wide config that Engine.__init__ then reads)
+        if hasattr(server_args, "resolve_once"):
+            server_args.resolve_once()
+        if hasattr(self.engine_mod, "publish"):
+            self.engine_mod.publish(server_args, role="tokenizer")
         tm = FakeTokenizerManager(server_args)
         self.managers.append(tm)
         return tuple(_element(n, server_args, port_args, tm, self.engine_mod) for n in self.result_names)

@@ -359,7 +359,9 @@ def test_upstream_shutdown_would_kill_the_bystander_too(fake: fake_launch.FakeLa
     e = Engine(**ARGS)
     try:
         e.upstream.shutdown()
-        assert bystander.wait(timeout=10) == -9
+        # killed (-9), or killed and reaped by upstream's psutil wait (subprocess then reads 0):
+        # either way a `sleep 120` that ends within seconds was ended by upstream's shutdown
+        assert bystander.wait(timeout=10) in (-9, 0)
     finally:
         e.shutdown()
 

@@ -1,0 +1,48 @@
+"""Documentation that is generated from data must match that data."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(path: Path, name: str):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_capabilities_doc_is_rendered_from_the_golden_table() -> None:
+    render = _load(ROOT / "tools" / "render_capabilities.py", "render_capabilities")
+    golden = json.loads((ROOT / "tests" / "golden" / "capabilities.json").read_text())
+    assert (ROOT / "docs" / "capabilities.md").read_text() == render.render(golden)
+
+
+def test_golden_table_covers_every_supported_release() -> None:
+    table = _load(ROOT / "sglang_roll_compat" / "_support_table.py", "_support_table_for_docs")
+    golden = json.loads((ROOT / "tests" / "golden" / "capabilities.json").read_text())
+    assert set(golden) == set(table.SUPPORTED_VERSIONS)
+
+
+def test_readme_support_matrix_names_every_supported_release() -> None:
+    table = _load(ROOT / "sglang_roll_compat" / "_support_table.py", "_support_table_for_readme")
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Supported SGLang versions", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"\b0\.\d+\.\d+(?:\.post\d+)?\b", section))
+    assert set(table.SUPPORTED_VERSIONS) <= listed
+    for family in set(table.SUPPORTED_VERSIONS.values()):
+        assert f"`{family}`" in section
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"All tests.*?```bash\n([^\n]+)\n```", readme, re.DOTALL)
+    assert command, "README has no 'All tests' command block"
+    test_command = command.group(1).split("&&")[-1].strip()
+    assert test_command in (ROOT / ".ci" / "run").read_text()
