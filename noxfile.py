@@ -133,11 +133,14 @@ def install_sglang(session: nox.Session, version: str) -> dict[str, str]:
         "--disable-pip-version-check", "-r", str(ENVS / "layer.txt"), *MATRIX[version].get("pins", []), "-c", str(pins)
     )
     session.install("--disable-pip-version-check", "--no-deps", "--force-reinstall", ".")
-    return {
+    env = {
         "PYTHONPATH": _stub_path(version),
         "SGLANG_ROLL_COMPAT_EXPECT_SGLANG": version,
         "PYTHONDONTWRITEBYTECODE": "1",
     }
+    if MATRIX[version].get("cpu_engine"):
+        env["SGLANG_ROLL_COMPAT_CPU_ENGINE"] = "1"  # the real-engine CPU tests must run here
+    return env
 
 
 # -- sessions -------------------------------------------------------------------------------

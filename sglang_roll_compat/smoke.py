@@ -19,6 +19,7 @@ ratio of launch times is the shim's cost). Results are printed as JSON and writt
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import stat
@@ -323,6 +324,68 @@ def _check_children(results: dict[str, Any], out_dir: str) -> None:
     checks["block_nonzero_rank_children_0"] = env.get("SGLANG_BLOCK_NONZERO_RANK_CHILDREN") == "0"
 
 
+def run_two_engines(out_dir: str, model_path: str | None = None, cpu: bool = False) -> dict[str, Any]:
+    """Two engines started at once from two threads of this process, laid out by the planner from
+    ``device_mapping=[0, 1]``, ``num_gpus_per_worker=1`` (one GPU each; on ``cpu``, two CPU
+    engines): each must generate and get its own private FlashInfer workspace and Triton cache."""
+    from .engine import Engine
+    from .planner import plan_engines
+
+    pkg = importlib.import_module(__package__ or "")
+    os.makedirs(out_dir, exist_ok=True)
+    os.environ[SMOKE_DIR_ENV] = out_dir
+    pkg.add_child_hook(f"{__name__}:record_child_env")
+    base = engine_args(model_path, cpu)
+    base.pop("random_seed")
+    plan = plan_engines(base, [0, 1], 1, role="rollout")
+    results: dict[str, Any] = {"plan": [e.as_dict() for e in plan.engines], "engines": {}, "checks": {}}
+    barrier = threading.Barrier(len(plan.engines))
+
+    def one(entry: Any) -> None:
+        record: dict[str, Any] = {"thread": threading.current_thread().name}
+        results["engines"][entry.worker_name] = record
+        try:
+            barrier.wait()  # launch both at the same moment
+            started = time.perf_counter()
+            engine = Engine(worker_name=entry.worker_name, **entry.server_args)
+            record["launch_s"] = round(time.perf_counter() - started, 2)
+            try:
+                record["child_pids"] = engine._child_pids()
+                record["tokens"] = _tokens(_generate(engine))
+            finally:
+                engine.shutdown()
+        except BaseException as exc:
+            record["error"] = f"{type(exc).__name__}: {exc}"[-2000:]
+
+    threads = [threading.Thread(target=one, args=(e,), name=f"rollout-{e.index}") for e in plan.engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    children = {}
+    for name in os.listdir(out_dir):
+        if name.startswith("child-") and name.endswith(".json"):
+            with open(os.path.join(out_dir, name), encoding="utf-8") as fh:
+                child = json.load(fh)
+            children[child["pid"]] = child
+    checks = results["checks"]
+    workspaces = {}
+    for worker, record in results["engines"].items():
+        scheds = [children[p] for p in record.get("child_pids", []) if children.get(p, {}).get("role") == "scheduler"]
+        record["scheduler_env"] = scheds[0]["env"] if scheds else None
+        expected = workspace.worker_dirs(workspace.worker_slot(worker, ()))["flashinfer"]
+        got = (record["scheduler_env"] or {}).get("FLASHINFER_WORKSPACE_BASE")
+        workspaces[worker] = got
+        checks[f"{worker}_generates"] = len(record.get("tokens", [])) == SAMPLING["max_new_tokens"]
+        checks[f"{worker}_own_workspace"] = got == str(expected)
+    checks["workspaces_distinct"] = len(set(workspaces.values())) == len(workspaces)
+    checks["ports_distinct"] = len({e.server_args.get("port") for e in plan.engines}) == len(plan.engines)
+    results["children_left"] = _children_left()
+    checks["no_children_left"] = results["children_left"] == []
+    results["ok"] = all(checks.values())
+    return results
+
+
 def run_baseline(model_path: str | None, patched: bool) -> dict[str, Any]:
     """One launch of the raw upstream Engine (main thread), with or without the shim's patches."""
     pkg = import_module(".", __package__)  # this copy of the package (a vendored copy too)
@@ -346,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", choices=["unpatched", "patched"], help="time one raw upstream launch instead")
     parser.add_argument("--cpu", action="store_true", help="dry run on a CPU machine (no memory checks)")
     parser.add_argument("--server", action="store_true", help="through ServerEngine (SGLang's HTTP server)")
+    parser.add_argument("--two-engines", action="store_true", help="two engines from two threads (GPUs 0 and 1)")
     args = parser.parse_args(argv)
     if args.baseline:
         result = run_baseline(args.model_path, patched=args.baseline == "patched")
@@ -354,6 +418,12 @@ def main(argv: list[str] | None = None) -> int:
             fh.write(json.dumps(result) + "\n")
         print(json.dumps(result))
         return 0
+    if args.two_engines:
+        result = run_two_engines(args.out, args.model_path, args.cpu)
+        with open(os.path.join(args.out, "two-engines.json"), "w", encoding="utf-8") as fh:
+            json.dump(result, fh, indent=2, default=str)
+        print(json.dumps(result, indent=2, default=str))
+        return 0 if result.get("ok") else 1
     holder: dict[str, Any] = {}
     worker = threading.Thread(
         target=lambda: holder.update(run_smoke(args.out, args.model_path, args.cpu, args.server)),
