@@ -63,10 +63,10 @@ class Case:
     note: str = ""
 
 
-def _load_fake_launch() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("_bench_fake_launch", ROOT / "tests" / "fake_launch.py")
+def _load_test_module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", ROOT / "tests" / f"{name}.py")
     if spec is None or spec.loader is None:
-        raise ImportError("tests/fake_launch.py not found")
+        raise ImportError(f"tests/{name}.py not found")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -84,9 +84,9 @@ def fake_engine(workdir: Path) -> Iterator[tuple[Any, Any]]:
     import torch.multiprocessing
 
     from sglang_roll_compat import Engine
-    from sglang_roll_compat.models import tiny_model_path
 
-    fake_launch = _load_fake_launch()
+    fake_launch = _load_test_module("fake_launch")
+    helpers = _load_test_module("helpers")
     environ = dict(os.environ)
     strategy = torch.multiprocessing.get_sharing_strategy()
     # "file_system": serializing the same CPU tensor again reuses its handle; the default
@@ -96,16 +96,7 @@ def fake_engine(workdir: Path) -> Iterator[tuple[Any, Any]]:
     try:
         monkeypatch.setenv("SGLANG_ROLL_COMPAT_CACHE_DIR", str(workdir / "cache"))
         fake = fake_launch.install(monkeypatch)
-        engine = Engine(
-            worker_name="bench",
-            memory_meter=_no_meter,
-            model_path=tiny_model_path(),
-            load_format="dummy",
-            device="cuda",
-            skip_tokenizer_init=True,
-            disable_cuda_graph=True,
-            mem_fraction_static=0.7,
-        )
+        engine = Engine(worker_name="bench", memory_meter=_no_meter, **helpers.engine_args())
         # upstream's sync methods call asyncio.get_event_loop(): give them the loop the facade
         # runs its calls on (the facade sets it itself on every call, as SGLang <= 0.5.3 needs)
         loop = event_loop(engine)

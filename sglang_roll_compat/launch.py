@@ -34,8 +34,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import _shared, childhooks, envpolicy, signals, workspace
-from .errors import EngineDeadError, EngineLaunchError
-from .watchdog import WATCHDOG
+from .errors import EngineLaunchError
+from .watchdog import WATCHDOG, DeathNotice
 
 logger = logging.getLogger(__name__)
 
@@ -94,10 +94,11 @@ def context_of(engine: Any) -> LaunchContext | None:
     return vars(engine).get(CTX_ATTR) if hasattr(engine, "__dict__") else None
 
 
-class LaunchContext:
+class LaunchContext(DeathNotice):
     """State of one engine launch, from ``Engine.__init__`` to shutdown."""
 
     def __init__(self, env_before: Mapping[str, str], worker_name: str | None) -> None:
+        super().__init__()
         self.id = secrets.token_hex(6)
         self.owner_pid = os.getpid()
         self.thread_name = threading.current_thread().name
@@ -110,10 +111,7 @@ class LaunchContext:
         self.processes: list[multiprocessing.Process] = []
         self.pipes: list[tuple[Any, Any]] = []
         self.phase = "launching"  # launching | running | failed | closed
-        self.error: str | None = None
         self.started = time.monotonic()
-        self._lock = threading.Lock()
-        self._listeners: list[Callable[[EngineDeadError], None]] = []
         self._spec: childhooks.ChildSpec | None = None
         self._pids_cache: list[int] | None = None
         root = workspace.cache_root()
@@ -208,19 +206,6 @@ class LaunchContext:
         head = f"SGLang {first.get('role')} (pid {first.get('pid')}) failed {when}:"
         return f"{head}\n{first.get('error', '').rstrip()}"
 
-    def add_listener(self, callback: Callable[[EngineDeadError], None]) -> None:
-        with self._lock:
-            error = self.error
-            if error is None:
-                self._listeners.append(callback)
-        if error is not None:
-            callback(EngineDeadError(error, self.reports()))
-
-    def remove_listener(self, callback: Callable[[EngineDeadError], None]) -> None:
-        with self._lock:
-            if callback in self._listeners:
-                self._listeners.remove(callback)
-
     def fail(self, message: str) -> None:
         with self._lock:
             if self.error is not None or self.phase == "closed":
@@ -238,12 +223,7 @@ class LaunchContext:
                     writer.send({"status": "failed (sglang_roll_compat)", "error": message})
                 except Exception:  # already closed by upstream, or full
                     pass
-        reports = self.reports()
-        for callback in listeners:
-            try:
-                callback(EngineDeadError(message, reports))
-            except Exception:
-                logger.exception("engine-death listener failed")
+        self._notify(listeners, message)
         for hook in list(_death_hooks):
             try:
                 hook(message)

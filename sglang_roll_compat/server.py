@@ -35,6 +35,7 @@ from typing import Any
 from . import serverargs, workspace
 from .errors import EngineDeadError, EngineLaunchError, SGLangRollCompatError
 from .facade import ADAPTED, ENGINE_MODULE, UNSUPPORTED, Capability, FacadeBase, MemoryMeter, _fields
+from .watchdog import DeathNotice
 
 logger = logging.getLogger(__name__)
 
@@ -46,15 +47,13 @@ class ServerResponseError(SGLangRollCompatError, RuntimeError):
     """The server answered something that is not what the endpoint returns (or an HTTP error)."""
 
 
-class _ServerDeath:
+class _ServerDeath(DeathNotice):
     """The server process's death as a death source for the facade (see ``FacadeBase``)."""
 
     def __init__(self, process: subprocess.Popen[bytes] | None, log_tail: Callable[[], str]) -> None:
+        super().__init__()
         self.process = process
-        self.error: str | None = None
         self._log_tail = log_tail
-        self._lock = threading.Lock()
-        self._listeners: list[Callable[[EngineDeadError], None]] = []
         self._stop = threading.Event()
         if process is not None:
             threading.Thread(target=self._watch, name="sglang-roll-compat-server-watch", daemon=True).start()
@@ -76,27 +75,10 @@ class _ServerDeath:
             self.error = message
             listeners = list(self._listeners)
         logger.error("%s", message)
-        for callback in listeners:
-            callback(EngineDeadError(message))
+        self._notify(listeners, message)
 
     def stop(self) -> None:
         self._stop.set()
-
-    def add_listener(self, callback: Callable[[EngineDeadError], None]) -> None:
-        with self._lock:
-            error = self.error
-            if error is None:
-                self._listeners.append(callback)
-        if error is not None:
-            callback(EngineDeadError(error))
-
-    def remove_listener(self, callback: Callable[[EngineDeadError], None]) -> None:
-        with self._lock:
-            if callback in self._listeners:
-                self._listeners.remove(callback)
-
-    def reports(self) -> list[dict[str, Any]]:
-        return []
 
 
 def free_port(host: str = "127.0.0.1") -> int:

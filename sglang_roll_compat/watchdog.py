@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
+
+from .errors import EngineDeadError
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +24,40 @@ class Watched(Protocol):
     def check(self) -> str | None: ...
 
     def fail(self, message: str) -> None: ...
+
+
+class DeathNotice:
+    """Whom to tell when an engine dies: each listener gets one EngineDeadError; one added after
+    the death gets it at once. The facade registers a listener per pending call."""
+
+    def __init__(self) -> None:
+        self.error: str | None = None
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[EngineDeadError], None]] = []
+
+    def reports(self) -> list[dict[str, Any]]:
+        return []
+
+    def add_listener(self, callback: Callable[[EngineDeadError], None]) -> None:
+        with self._lock:
+            error = self.error
+            if error is None:
+                self._listeners.append(callback)
+        if error is not None:
+            callback(EngineDeadError(error, self.reports()))
+
+    def remove_listener(self, callback: Callable[[EngineDeadError], None]) -> None:
+        with self._lock:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
+    def _notify(self, listeners: list[Callable[[EngineDeadError], None]], message: str) -> None:
+        reports = self.reports()
+        for callback in listeners:
+            try:
+                callback(EngineDeadError(message, reports))
+            except Exception:
+                logger.exception("engine-death listener failed")
 
 
 class Watchdog:

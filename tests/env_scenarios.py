@@ -36,20 +36,10 @@ REPORTED = (
 
 
 def server_args(**overrides: Any) -> Any:
+    from helpers import engine_args
     from sglang.srt.server_args import ServerArgs
 
-    from sglang_roll_compat.models import tiny_model_path
-
-    kwargs: dict[str, Any] = dict(
-        model_path=tiny_model_path(),
-        load_format="dummy",
-        device="cuda",
-        skip_tokenizer_init=True,
-        disable_cuda_graph=True,
-        mem_fraction_static=0.7,
-    )
-    kwargs.update(overrides)
-    return ServerArgs(**kwargs)
+    return ServerArgs(**engine_args(**overrides))
 
 
 def call(result: dict[str, Any], **overrides: Any) -> None:

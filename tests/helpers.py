@@ -19,6 +19,25 @@ def package_parent() -> Path:
     return Path(next(iter(spec.submodule_search_locations))).parent
 
 
+def engine_args(**overrides: object) -> dict[str, object]:
+    """Server args every CPU test uses: the shipped tiny Qwen2 config, dummy weights, no
+    tokenizer, and ``device="cuda"``, so ServerArgs builds on a CPU machine and the real scheduler
+    child, once started, fails for lack of a GPU (mem_fraction_static given: 0.4.6 would ask the
+    missing GPU for its memory size to choose one)."""
+    from sglang_roll_compat.models import tiny_model_path
+
+    args: dict[str, object] = {
+        "model_path": tiny_model_path(),
+        "load_format": "dummy",
+        "device": "cuda",
+        "skip_tokenizer_init": True,
+        "disable_cuda_graph": True,
+        "mem_fraction_static": 0.7,
+    }
+    args.update(overrides)
+    return args
+
+
 def make_fake_sglang(
     root: Path,
     metadata_version: str | None,

@@ -41,23 +41,16 @@ def _our_children(exclude: set[int]) -> list[dict[str, Any]]:
 
 
 def launch(result: dict[str, Any], hook: str) -> None:
+    from helpers import engine_args
+
     import sglang_roll_compat
-    from sglang_roll_compat.models import tiny_model_path
 
     sglang_roll_compat.add_child_hook(hook)
     from sglang.srt.entrypoints.engine import Engine
 
     started = time.time()
     try:
-        Engine(
-            model_path=tiny_model_path(),
-            load_format="dummy",
-            device="cuda",
-            skip_tokenizer_init=True,
-            disable_cuda_graph=True,
-            mem_fraction_static=0.7,
-            log_level="error",
-        )
+        Engine(**engine_args(log_level="error"))
         result["outcome"] = "launched"
     except BaseException as exc:
         result["outcome"] = "raised"

@@ -16,23 +16,16 @@ from typing import Any
 
 import fake_launch
 import pytest
+from helpers import engine_args
 
 import sglang_roll_compat
 from sglang_roll_compat import Engine, EngineClosedError, EngineDeadError, ServerArgsError
 from sglang_roll_compat.errors import MemoryReleaseTimeoutError
-from sglang_roll_compat.models import tiny_model_path
 
 pytestmark = pytest.mark.sglang
 torch = pytest.importorskip("torch")
 
-ARGS = dict(
-    model_path=tiny_model_path(),
-    load_format="dummy",
-    device="cuda",
-    skip_tokenizer_init=True,
-    disable_cuda_graph=True,
-    mem_fraction_static=0.7,
-)
+ARGS = engine_args()
 GOLDEN = Path(__file__).parent / "golden" / "capabilities.json"
 
 

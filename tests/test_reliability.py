@@ -54,6 +54,8 @@ SYNTHETIC_ENGINE = textwrap.dedent(
     import signal
     import time
 
+    from sglang.srt.managers.tokenizer_manager import TokenizerManager  # as the real one does
+
 
     class Engine:
         def __init__(self, **kwargs):
@@ -76,6 +78,18 @@ SYNTHETIC_ENGINE = textwrap.dedent(
 )
 
 
+SYNTHETIC_TOKENIZER_MANAGER = textwrap.dedent(
+    '''
+    """Synthetic sglang.srt.managers.tokenizer_manager (tests only)."""
+
+
+    class TokenizerManager:
+        def auto_create_handle_loop(self):
+            return None
+    '''
+)
+
+
 def make_synthetic_sglang(root: Path, version: str = "0.5.2") -> Path:
     """A fake SGLang install (metadata + version) whose engine module is :data:`SYNTHETIC_ENGINE`."""
     make_fake_sglang(root, version)
@@ -83,6 +97,9 @@ def make_synthetic_sglang(root: Path, version: str = "0.5.2") -> Path:
         (root / "sglang" / package).mkdir(parents=True, exist_ok=True)
         (root / "sglang" / package / "__init__.py").write_text("")
     (root / "sglang" / "srt" / "entrypoints" / "engine.py").write_text(SYNTHETIC_ENGINE)
+    (root / "sglang" / "srt" / "managers").mkdir(parents=True, exist_ok=True)
+    (root / "sglang" / "srt" / "managers" / "__init__.py").write_text("")
+    (root / "sglang" / "srt" / "managers" / "tokenizer_manager.py").write_text(SYNTHETIC_TOKENIZER_MANAGER)
     return root
 
 
@@ -161,7 +178,12 @@ def race_driver(threads: int, ops: int, seed: int, preimport: bool) -> dict[str,
         classes = {k: dict(vars(v)) for k, v in list(vars(module).items()) if isinstance(v, type)}
         snapshots[module.__name__] = (dict(vars(module)), classes)
 
-    for name in (engine_name, "sglang.srt.utils.watchdog", "sglang.srt.managers.data_parallel_controller"):
+    for name in (
+        engine_name,
+        "sglang.srt.utils.watchdog",
+        "sglang.srt.managers.data_parallel_controller",
+        "sglang.srt.managers.tokenizer_manager",
+    ):
         wrapt.register_post_import_hook(snapshot, name)
     if preimport:  # the race is then on the engine import, against patch/unpatch/status
         importlib.import_module("sglang_roll_compat")
