@@ -82,7 +82,7 @@ def run_python(
         paths.append(full_env["PYTHONPATH"])
     full_env["PYTHONPATH"] = os.pathsep.join(paths)
     return subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-P", "-c", code],  # -P: the installed package, not the checkout in cwd
         env=full_env,
         capture_output=True,
         text=True,

@@ -17,7 +17,11 @@ def _run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_parent()), env.get("PYTHONPATH", "")]))
     return subprocess.run(
-        [sys.executable, "-m", "sglang_roll_compat", *args], capture_output=True, text=True, env=env, timeout=timeout
+        [sys.executable, "-P", "-m", "sglang_roll_compat", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
     )
 
 

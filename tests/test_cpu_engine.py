@@ -31,7 +31,7 @@ def smoke(tmp_path: Path, *args: str) -> dict[str, Any]:
     env["SGLANG_ROLL_COMPAT_CACHE_DIR"] = str(tmp_path / "cache")
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "sglang_roll_compat", "smoke", "--cpu", "--out", str(out), *args],
+        [sys.executable, "-P", "-m", "sglang_roll_compat", "smoke", "--cpu", "--out", str(out), *args],
         env=env,
         capture_output=True,
         text=True,

@@ -687,7 +687,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_parent()), env.get("PYTHONPATH", "")]))
     return subprocess.run(
-        [sys.executable, "-m", "sglang_roll_compat", "plan", *args],
+        [sys.executable, "-P", "-m", "sglang_roll_compat", "plan", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -296,7 +296,7 @@ def _cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Complet
     full.update(env or {})
     full["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_parent()), full.get("PYTHONPATH", "")]))
     return subprocess.run(
-        [sys.executable, "-m", "sglang_roll_compat", "preflight", *args],
+        [sys.executable, "-P", "-m", "sglang_roll_compat", "preflight", *args],
         capture_output=True,
         text=True,
         env=full,

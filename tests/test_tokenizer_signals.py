@@ -30,6 +30,8 @@ tm = tm_mod.TokenizerManager.__new__(tm_mod.TokenizerManager)
 tm.event_loop = None
 tm.no_create_loop = False
 tm.asyncio_tasks = set()
+if hasattr(tm_mod, "SignalHandler"):  # 0.5.8+ set it in __init__, which a bare instance skips
+    tm.signal_handler_class = tm_mod.SignalHandler
 
 async def idle():
     await asyncio.sleep(3600)
@@ -52,7 +54,9 @@ print(json.dumps({
 def run(mode: str) -> dict[str, object]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_parent()), env.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, mode], env=env, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-P", "-c", SCRIPT, mode], env=env, capture_output=True, text=True, timeout=180
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
     return out

@@ -41,7 +41,11 @@ def test_the_doctor_reports_unsupported_with_exit_code_2() -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(package_parent()), env.get("PYTHONPATH", "")])
     result = subprocess.run(
-        [sys.executable, "-m", "sglang_roll_compat", "--json"], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-P", "-m", "sglang_roll_compat", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert result.returncode == 2, result.stderr
     report = json.loads(result.stdout)
