@@ -53,6 +53,12 @@ def call(result: dict[str, Any], **overrides: Any) -> None:
         result["message"] = str(exc)
         result["traceback"] = traceback.format_exc()[-2000:]
     result["env"] = {name: os.environ.get(name) for name in REPORTED}
+    try:  # 0.5.18+: importing sglang setdefaults these caches under $SGLANG_CACHE_DIR in the caller
+        from sglang.srt.environ import third_party_cache_defaults
+
+        result["sglang_cache_defaults"] = third_party_cache_defaults()
+    except ImportError:
+        result["sglang_cache_defaults"] = {}
 
 
 def main() -> None:
