@@ -386,6 +386,126 @@ def run_two_engines(out_dir: str, model_path: str | None = None, cpu: bool = Fal
     return results
 
 
+def _raw_receiver(port: int, backend: str, device: str, specs: list[tuple[list[int], str]]) -> None:
+    """The other rank of the raw-broadcast baseline (a spawned process): receive, as SGLang does."""
+    import torch
+    from sglang.srt.utils import init_custom_process_group
+
+    group = init_custom_process_group(
+        backend=backend, init_method=f"tcp://127.0.0.1:{port}", world_size=2, rank=1, group_name="raw"
+    )
+    buffers = [torch.empty(shape, dtype=getattr(torch, dtype), device=device) for shape, dtype in specs]
+    torch.distributed.broadcast(torch.zeros(1, device=device), src=0, group=group)  # ready
+    for buffer in buffers:  # allocated up front: the timed loop is the transfer alone
+        torch.distributed.broadcast(buffer, src=0, group=group)
+
+
+def run_weight_sync(out_dir: str, model_path: str | None = None, cpu: bool = False) -> dict[str, Any]:
+    """A trainer (this process, rank 0) pushes the whole parameter set to an engine through the
+    facade's ``init_weights_update_group`` + ``update_weights_from_distributed`` (gloo on a CPU,
+    NCCL with the trainer on GPU 0 and the engine on GPU 1), then the same bytes through a raw
+    broadcast to a plain receiver process, in the same run; the engine's output must equal the
+    output after pushing the same weights with ``update_weights_from_tensor``."""
+    import multiprocessing
+
+    import torch
+    from sglang.srt.utils import init_custom_process_group
+
+    from .engine import Engine
+    from .server import free_port
+
+    gpus = 0 if cpu else torch.cuda.device_count()
+    if cpu:
+        backend, trainer_device, receiver_device, engine_gpu = "gloo", "cpu", "cpu", None
+    elif gpus >= 2:  # the layout RL uses: trainer on GPU 0, engine on GPU 1, NCCL between them
+        backend, trainer_device, receiver_device, engine_gpu = "nccl", "cuda:0", "cuda:1", 1
+    else:  # one GPU: NCCL refuses two ranks on one device, gloo carries the CUDA tensors
+        backend, trainer_device, receiver_device, engine_gpu = "gloo", "cuda:0", "cuda:0", 0
+    args = engine_args(model_path, cpu)
+    if engine_gpu is not None:
+        args["base_gpu_id"] = engine_gpu
+    with open(os.path.join(args["model_path"], "config.json"), encoding="utf-8") as fh:
+        config = json.load(fh)
+    results: dict[str, Any] = {
+        "backend": backend,
+        "gpus": gpus,
+        "trainer_device": trainer_device,
+        "engine_gpu": engine_gpu,
+        "checks": {},
+        "numbers": {},
+    }
+    engine = Engine(worker_name="wsync-0", **args)
+    try:
+        weights_a = model_tensors(config, seed=1, device=trainer_device)
+        weights_b = model_tensors(config, seed=2, device=trainer_device)
+        size = _nbytes(weights_a)
+        results["numbers"]["bytes"] = size
+        engine.update_weights_from_tensor(weights_a)
+        tokens_a = _tokens(_generate(engine))
+        engine.update_weights_from_tensor(weights_b)
+        tokens_b = _tokens(_generate(engine))
+
+        port = free_port()
+        joined: dict[str, Any] = {}
+        joiner = threading.Thread(
+            target=lambda: joined.update(
+                r=engine.init_weights_update_group("127.0.0.1", port, 1, 2, "wsync", backend=backend)
+            )
+        )
+        joiner.start()
+        group = init_custom_process_group(
+            backend=backend, init_method=f"tcp://127.0.0.1:{port}", world_size=2, rank=0, group_name="wsync"
+        )
+        joiner.join()
+        results["checks"]["group_joined"] = bool(joined.get("r", (False,))[0])
+        names = [n for n, _ in weights_a]
+        dtypes = [str(t.dtype).removeprefix("torch.") for _, t in weights_a]
+        shapes = [list(t.shape) for _, t in weights_a]
+        received: dict[str, Any] = {}
+        updater = threading.Thread(
+            target=lambda: received.update(r=engine.update_weights_from_distributed(names, dtypes, shapes, "wsync"))
+        )
+        if not cpu:
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        updater.start()
+        for _, tensor in weights_a:
+            torch.distributed.broadcast(tensor, src=0, group=group)
+        updater.join()
+        facade_s = time.perf_counter() - started
+        tokens_dist = _tokens(_generate(engine))
+        results["checks"]["distributed_update_ok"] = bool(received.get("r", (False,))[0])
+        results["checks"]["same_output_as_tensor_update"] = tokens_dist == tokens_a != []
+        results["checks"]["output_changed"] = tokens_dist != tokens_b
+        results["numbers"]["facade_gbps"] = round(size / facade_s / 1e9, 3)
+
+        ctx = multiprocessing.get_context("spawn")
+        raw_port = free_port()
+        specs = [(list(t.shape), str(t.dtype).removeprefix("torch.")) for _, t in weights_a]
+        receiver = ctx.Process(target=_raw_receiver, args=(raw_port, backend, receiver_device, specs))
+        receiver.start()
+        raw_group = init_custom_process_group(
+            backend=backend, init_method=f"tcp://127.0.0.1:{raw_port}", world_size=2, rank=0, group_name="raw"
+        )
+        torch.distributed.broadcast(torch.zeros(1, device=trainer_device), src=0, group=raw_group)  # ready
+        started = time.perf_counter()
+        for _, tensor in weights_a:
+            torch.distributed.broadcast(tensor, src=0, group=raw_group)
+        if not cpu:
+            torch.cuda.synchronize()
+        raw_s = time.perf_counter() - started
+        receiver.join(timeout=300)
+        results["numbers"]["raw_broadcast_gbps"] = round(size / raw_s / 1e9, 3)
+        results["numbers"]["facade_over_raw"] = round(raw_s / facade_s, 3)
+        results["checks"]["raw_receiver_ok"] = receiver.exitcode == 0
+    finally:
+        engine.shutdown()
+    results["children_left"] = _children_left()
+    results["checks"]["no_children_left"] = results["children_left"] == []
+    results["ok"] = all(results["checks"].values())
+    return results
+
+
 def run_baseline(model_path: str | None, patched: bool) -> dict[str, Any]:
     """One launch of the raw upstream Engine (main thread), with or without the shim's patches."""
     pkg = import_module(".", __package__)  # this copy of the package (a vendored copy too)
@@ -410,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu", action="store_true", help="dry run on a CPU machine (no memory checks)")
     parser.add_argument("--server", action="store_true", help="through ServerEngine (SGLang's HTTP server)")
     parser.add_argument("--two-engines", action="store_true", help="two engines from two threads (GPUs 0 and 1)")
+    parser.add_argument("--weight-sync", action="store_true", help="trainer rank 0 -> engine over a process group")
     args = parser.parse_args(argv)
     if args.baseline:
         result = run_baseline(args.model_path, patched=args.baseline == "patched")
@@ -418,9 +539,12 @@ def main(argv: list[str] | None = None) -> int:
             fh.write(json.dumps(result) + "\n")
         print(json.dumps(result))
         return 0
-    if args.two_engines:
-        result = run_two_engines(args.out, args.model_path, args.cpu)
-        with open(os.path.join(args.out, "two-engines.json"), "w", encoding="utf-8") as fh:
+    if args.two_engines or args.weight_sync:
+        run = run_two_engines if args.two_engines else run_weight_sync
+        result = run(args.out, args.model_path, args.cpu)
+        name = "two-engines.json" if args.two_engines else "weight-sync.json"
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, name), "w", encoding="utf-8") as fh:
             json.dump(result, fh, indent=2, default=str)
         print(json.dumps(result, indent=2, default=str))
         return 0 if result.get("ok") else 1

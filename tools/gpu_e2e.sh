@@ -2,7 +2,8 @@
 # The GPU end-to-end run of sglang_roll_compat (docs/gpu-e2e.md), in two halves:
 #
 #   tools/gpu_e2e.sh prepare        # here (any x86-64 machine with pip, no GPU): builds .whl/
-#   tools/gpu_e2e.sh device OUTDIR  # there (the GPU machine, torch 2.11.0 + Python 3.12, no network)
+#   tools/gpu_e2e.sh device OUTDIR [all|weight-sync]  # there (the GPU machine: torch 2.11.0,
+#                                   # Python 3.12, no network); weight-sync runs only that step
 #
 # "prepare" writes .whl/site.tar.xz (~52 MB: SGLang 0.5.16 and what the GPU image lacks, built
 # by tools/build_gpu_site.sh) and .whl/extra/*.whl (this package's own needs, wrapt and psutil,
@@ -24,7 +25,7 @@ prepare)
   ls -la .whl .whl/extra
   ;;
 device)
-  OUT=${2:?outdir}; mkdir -p "$OUT"
+  OUT=${2:?outdir}; WHAT=${3:-all}; mkdir -p "$OUT"
   export PYTHONUNBUFFERED=1 SGLANG_ROLL_COMPAT_CACHE_DIR=/tmp/src-cache
   LOG="$OUT/run.log"
   {
@@ -39,6 +40,13 @@ device)
   } >"$LOG" 2>&1
   export PYTHONPATH=/tmp/site:$PWD
   python3 -m sglang_roll_compat --json >"$OUT/doctor.json" 2>>"$LOG" || true
+  if [ "$WHAT" = weight-sync ] || [ "$WHAT" = all ]; then
+    echo "== smoke --weight-sync" >>"$LOG"
+    rc=0; timeout 300 python3 -m sglang_roll_compat smoke --weight-sync --out /tmp/smoke >>"$LOG" 2>&1 || rc=$?
+    echo "smoke --weight-sync rc=$rc" >>"$LOG"
+    cp /tmp/smoke/weight-sync.json "$OUT"/ 2>>"$LOG" || true
+  fi
+  if [ "$WHAT" = weight-sync ]; then exit 0; fi
   echo "== smoke" >>"$LOG"
   rc=0; timeout 300 python3 -m sglang_roll_compat smoke --out /tmp/smoke >>"$LOG" 2>&1 || rc=$?
   echo "smoke rc=$rc" >>"$LOG"
