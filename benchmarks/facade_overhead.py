@@ -189,6 +189,18 @@ def cases(engine: Any, tm: Any) -> list[Case]:
             )
         )
     out.append(Case("get_server_info()", up.get_server_info, engine.get_server_info))
+    loop = event_loop(engine)
+    if loop is not None:
+        out.append(
+            Case(
+                "upstream: loop.run_until_complete(async_generate(...)) vs generate(...)",
+                lambda: up.generate(input_ids=[1, 2, 3], sampling_params=SAMPLING),
+                lambda: loop.run_until_complete(up.async_generate(input_ids=[1, 2, 3], sampling_params=SAMPLING)),
+                target=False,
+                note="no facade on either side: what upstream's async path (the one the facade's generate "
+                "awaits, so that an engine death can interrupt it) costs over upstream's sync one",
+            )
+        )
     if engine.capabilities()["update_weights_from_tensor"]["support"] == "adapted":
         out.append(
             Case(

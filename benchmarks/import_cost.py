@@ -1,8 +1,9 @@
 """Target 1: what ``import sglang_roll_compat`` costs a process, next to what it avoids.
 
-Four commands, each in a fresh interpreter, interleaved (``_stats.time_processes``):
+Five commands, each in a fresh interpreter, interleaved (``_stats.time_processes``):
 ``pass`` (the interpreter alone), ``import sglang_roll_compat``, the eager approach (``import
-sglang.srt.entrypoints.engine``, what ROLL's version dispatcher does) and a plain ``import sglang``.
+sglang.srt.entrypoints.engine``, what ROLL's version dispatcher does), a plain ``import sglang`` and
+``import wrapt`` alone (wrapt 2.x imports asyncio and importlib.metadata itself: its share is shown).
 Our added cost is ``(ours - pass)``, per round; the targets compare it with the eager import and
 with a plain ``import sglang`` (each minus ``pass``).
 
@@ -21,9 +22,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._stats import BenchError, Measurement, ProcessTimes, Section, Summary, Target, differences
+from ._stats import INFO, BenchError, Measurement, ProcessTimes, Section, Summary, Target, differences
 
 PASS_CMD, OURS, EAGER, PLAIN = "python -c pass", "import sglang_roll_compat", "import engine module", "import sglang"
+WRAPT = "import wrapt"
 
 EAGER_SHARE = 0.01  # our added cost <= 1% of the eager approach
 PLAIN_SHARE = 0.25  # ... and <= 25% of a plain import sglang
@@ -80,6 +82,7 @@ def commands(python: str) -> dict[str, list[str]]:
         OURS: [python, "-c", "import sglang_roll_compat"],
         EAGER: [python, "-c", "import sglang.srt.entrypoints.engine"],
         PLAIN: [python, "-c", "import sglang"],
+        WRAPT: [python, "-c", "import wrapt"],  # the one dependency the patches are built on
     }
 
 
@@ -209,6 +212,7 @@ def evaluate(times: ProcessTimes, python: str, *, env: Mapping[str, str] | None,
         (OURS, "python -c 'import sglang_roll_compat'"),
         (EAGER, "python -c 'import sglang.srt.entrypoints.engine' (eager)"),
         (PLAIN, "python -c 'import sglang'"),
+        (WRAPT, "python -c 'import wrapt'"),
     ):
         section.measurements.append(Measurement(label, Summary.of(wall[name]), "ms", "wall"))
     added, eager, plain = (differences(wall[PASS_CMD], wall[k]) for k in (OURS, EAGER, PLAIN))
@@ -218,6 +222,13 @@ def evaluate(times: ProcessTimes, python: str, *, env: Mapping[str, str] | None,
         Measurement("plain import sglang (sglang - pass)", Summary.of(plain), "ms", "wall, paired"),
         Measurement("added / eager", Summary.of(_per_round(added, eager)), "x", "wall, per round"),
         Measurement("added / plain import sglang", Summary.of(_per_round(added, plain)), "x", "wall, per round"),
+    ]
+    wrapt_added = differences(wall[PASS_CMD], wall[WRAPT])
+    own = differences(wall[WRAPT], wall[OURS])
+    section.measurements += [
+        Measurement("of which import wrapt alone (wrapt - pass)", Summary.of(wrapt_added), "ms", "wall, paired"),
+        Measurement("of which ours beyond wrapt (ours - wrapt)", Summary.of(own), "ms", "wall, paired"),
+        Measurement("ours beyond wrapt / eager", Summary.of(_per_round(own, eager)), "x", "wall, per round"),
     ]
     cpu_added, cpu_eager, cpu_plain = (differences(cpu[PASS_CMD], cpu[k]) for k in (OURS, EAGER, PLAIN))
     section.measurements += [
@@ -250,6 +261,20 @@ def evaluate(times: ProcessTimes, python: str, *, env: Mapping[str, str] | None,
             Summary.of(added),
         ),
     ]
+    own_m, wrapt_m = statistics.median(own), statistics.median(wrapt_added)
+    section.targets.append(
+        Target(
+            "import: added cost beyond wrapt's own import vs the eager approach",
+            own_m,
+            None,
+            "ms",
+            f"ratio {statistics.median(_per_round(own, eager)):.2%} of the eager import; `import wrapt` "
+            f"({_wrapt_version(python, env=env, cwd=cwd)}) alone adds {wrapt_m * 1e3:.1f} ms "
+            f"= {wrapt_m / eager_m:.2%}",
+            INFO,
+            Summary.of(own),
+        )
+    )
     found = probe(python, env=env, cwd=cwd)
     lookups = len(found["metadata_calls"])
     section.targets.append(
@@ -290,6 +315,18 @@ def evaluate(times: ProcessTimes, python: str, *, env: Mapping[str, str] | None,
     else:
         section.notes.append("Both time targets met: no import profile needed.")
     return section
+
+
+def _wrapt_version(python: str, *, env: Mapping[str, str] | None, cwd: str | None) -> str:
+    out = subprocess.run(
+        [python, "-c", "import importlib.metadata as m; print(m.version('wrapt'))"],
+        capture_output=True,
+        text=True,
+        env=None if env is None else dict(env),
+        cwd=cwd,
+        check=False,
+    )
+    return f"wrapt {out.stdout.strip()}" if out.returncode == 0 else "wrapt, version unknown"
 
 
 def _per_round(part: Sequence[float], whole: Sequence[float]) -> list[float]:

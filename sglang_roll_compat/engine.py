@@ -8,10 +8,11 @@ and hands the release's own ``io_struct`` request objects to its tokenizer manag
 from __future__ import annotations
 
 import atexit
+import functools
 import importlib
 import logging
 import weakref
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from . import launch, serverargs
@@ -89,8 +90,8 @@ class Engine(FacadeBase):
             return await method(obj)
         return await method(obj, None)
 
-    async def _generate_call(self, kwargs: dict[str, Any]) -> Any:
-        return await self._upstream.async_generate(**kwargs)
+    def _generate_call(self, kwargs: dict[str, Any]) -> Awaitable[Any]:
+        return self._upstream.async_generate(**kwargs)  # type: ignore[no-any-return]
 
     def _generate_params(self) -> frozenset[str]:
         return _params(type(self._upstream).async_generate)
@@ -119,7 +120,11 @@ class Engine(FacadeBase):
         return self._abort_now(_check_rids(rids))
 
     def _serialize(self, payload: Any) -> Any:
-        return importlib.import_module(ENGINE_MODULE).MultiprocessingSerializer.serialize(payload)
+        return self._serializer.serialize(payload)
+
+    @functools.cached_property
+    def _serializer(self) -> Any:
+        return importlib.import_module(ENGINE_MODULE).MultiprocessingSerializer
 
     def _tp_size(self) -> int:
         return int(getattr(self.server_args, "tp_size", 1))

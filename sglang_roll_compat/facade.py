@@ -186,8 +186,9 @@ class DeathSource(Protocol):
 def request_fields(op: str, io: Any, **fields: Any) -> dict[str, Any]:
     """``fields`` checked against the release's request class for ``op`` (a field the release
     lacks may only be None); returns the fields that class has."""
-    cls = getattr(io, REQUESTS[op])
-    known = _fields(cls)
+    known = _fields(getattr(io, REQUESTS[op]))
+    if known.issuperset(fields):
+        return fields
     missing = [k for k, v in fields.items() if k not in known and v is not None]
     if missing:
         raise NotImplementedError(f"{REQUESTS[op]} of the installed SGLang has no field(s) {missing}")
@@ -210,14 +211,26 @@ class FacadeBase:
         self._close_lock = threading.Lock()
         self._sync_lock = threading.RLock()
         self._released: set[str] = set()
+        self._tag_names = _memory_tags() or ALL_TAGS[:2]
         self._loop: asyncio.AbstractEventLoop = loop if loop is not None else asyncio.new_event_loop()
         self._owns_loop = loop is None
+        # the tasks awaiting the engine; one listener (not one per call) cancels them on death
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._death_listener: Callable[[EngineDeadError], None] | None = None
+        if self._death is not None:
+            self._death_listener = _canceller(self._inflight)
+            self._death.add_listener(self._death_listener)
+
+    def _drop_death_listener(self) -> None:
+        if self._death is not None and self._death_listener is not None:
+            self._death.remove_listener(self._death_listener)
+            self._death_listener = None
 
     # -- what a transport provides ------------------------------------------------------
     async def _request(self, op: str, fields: dict[str, Any] | None) -> Any:
         raise NotImplementedError
 
-    async def _generate_call(self, kwargs: dict[str, Any]) -> Any:
+    def _generate_call(self, kwargs: dict[str, Any]) -> Awaitable[Any]:
         raise NotImplementedError
 
     def _generate_params(self) -> frozenset[str]:
@@ -265,32 +278,36 @@ class FacadeBase:
     async def _guarded(self, awaitable: Awaitable[T]) -> T:
         """Await ``awaitable`` unless the engine dies first (then EngineDeadError).
 
-        No extra task: a death cancels the awaiting task itself (from the watchdog's thread,
-        through the loop), and that cancellation becomes the EngineDeadError."""
-        self._check_open()
+        No extra task and no per-call listener: the awaiting task joins ``_inflight``, which the
+        death listener cancels (from the watchdog's thread, through the task's loop); that
+        cancellation becomes the EngineDeadError."""
         death = self._death
-        if death is None:
+        task = asyncio.current_task() if death is not None else None
+        inflight = self._inflight
+        if task is None or task in inflight:  # no death source, or an outer call guards already
+            try:
+                self._check_open()
+            except BaseException:
+                _close(awaitable)
+                raise
             return await awaitable
-        loop = asyncio.get_running_loop()
-        current = asyncio.current_task()
-        killed: list[EngineDeadError] = []
-
-        def on_death(error: EngineDeadError) -> None:
-            killed.append(error)
-            if current is not None:
-                loop.call_soon_threadsafe(current.cancel)
-
-        death.add_listener(on_death)
+        inflight.add(task)
+        try:
+            self._check_open()  # after joining: a death from now on cancels this task
+        except BaseException:
+            inflight.discard(task)
+            _close(awaitable)
+            raise
         try:
             return await awaitable
         except asyncio.CancelledError:
-            if not killed:
+            if death is None or death.error is None:
                 raise
-            if current is not None and hasattr(current, "uncancel"):
-                current.uncancel()  # the cancellation was ours, not the caller's
-            raise killed[0] from None
+            if hasattr(task, "uncancel"):
+                task.uncancel()  # the cancellation was ours, not the caller's
+            raise EngineDeadError(death.error, death.reports()) from None
         finally:
-            death.remove_listener(on_death)
+            inflight.discard(task)
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run one of our coroutines to completion from synchronous code."""
@@ -299,11 +316,7 @@ class FacadeBase:
         except BaseException:
             coro.close()
             raise
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
+        if asyncio._get_running_loop() is not None:
             coro.close()
             raise RuntimeError("an event loop is running in this thread: await the async_ variant instead")
         loop = self._loop
@@ -326,13 +339,17 @@ class FacadeBase:
         """Generate from text or token ids; returns upstream's dict (or list of dicts for a batch)."""
         if (prompt is None) == (input_ids is None):
             raise ValueError("give exactly one of prompt= and input_ids=")
-        if kwargs.get("stream"):
-            raise NotImplementedError("streaming is not part of the facade")
-        unknown = sorted(k for k in kwargs if k not in self._generate_params())
-        if unknown:
-            raise TypeError(f"generate() of the installed SGLang does not take {unknown}")
-        call = dict(prompt=prompt, sampling_params=sampling_params, input_ids=input_ids, return_logprob=return_logprob)
-        return await self._guarded(self._generate_call({**call, **kwargs}))
+        if kwargs:
+            if kwargs.get("stream"):
+                raise NotImplementedError("streaming is not part of the facade")
+            params = self._generate_params()
+            unknown = sorted(k for k in kwargs if k not in params)
+            if unknown:
+                raise TypeError(f"generate() of the installed SGLang does not take {unknown}")
+        kwargs.update(
+            prompt=prompt, sampling_params=sampling_params, input_ids=input_ids, return_logprob=return_logprob
+        )
+        return await self._guarded(self._generate_call(kwargs))
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
         return self._run(self.async_generate(*args, **kwargs))
@@ -440,7 +457,7 @@ class FacadeBase:
 
     # -- memory -------------------------------------------------------------------------------
     def _tags(self, tags: Iterable[str] | None) -> tuple[str, ...]:
-        available = _memory_tags() or ALL_TAGS[:2]
+        available = self._tag_names
         if tags is None:
             return tuple(available)
         if isinstance(tags, str):
@@ -458,7 +475,7 @@ class FacadeBase:
 
     async def _memory_call(self, kind: str, tags: tuple[str, ...]) -> None:
         supports_tags = self._caps["release_memory_occupation"].support == NATIVE
-        if not supports_tags and set(tags) != set(_memory_tags() or ALL_TAGS[:2]):
+        if not supports_tags and set(tags) != set(self._tag_names):
             raise NotImplementedError(
                 f"the installed SGLang has no memory tags: {kind} works on everything or nothing, not {list(tags)}"
             )
@@ -581,6 +598,7 @@ class FacadeBase:
                 return
             self._closed = True
         try:
+            self._drop_death_listener()
             self._close_transport()
         finally:
             if self._owns_loop and not self._loop.is_running() and not self._loop.is_closed():
@@ -685,3 +703,23 @@ def _success(out: Any) -> tuple[bool, str]:
     if hasattr(out, "success"):
         return bool(out.success), str(getattr(out, "message", ""))
     return bool(out), ""
+
+
+def _close(awaitable: Awaitable[Any]) -> None:
+    """Close a coroutine that will never be awaited (no "never awaited" warning)."""
+    if inspect.iscoroutine(awaitable):
+        awaitable.close()
+
+
+def _canceller(inflight: set[asyncio.Task[Any]]) -> Callable[[EngineDeadError], None]:
+    """The death listener of one facade: cancel every task awaiting the engine, each through its
+    own loop (the listener runs in the watchdog's thread). It holds the set, not the facade."""
+
+    def cancel_all(error: EngineDeadError) -> None:
+        for task in list(inflight):
+            try:
+                task.get_loop().call_soon_threadsafe(task.cancel)
+            except RuntimeError:  # its loop is closed: nothing is waiting there any more
+                pass
+
+    return cancel_all

@@ -391,3 +391,36 @@ def test_a_child_killed_mid_call_fails_the_call_within_5s(fake: fake_launch.Fake
     e.shutdown()
     assert time.monotonic() - started < 10
     assert child.pid not in {c.pid for c in psutil.Process().children(recursive=True)}
+
+
+def test_a_child_killed_fails_a_pending_async_call_and_shutdown_drops_the_listener(
+    fake: fake_launch.FakeLaunch,
+) -> None:
+    """The async variant awaited in the caller's own loop (a Ray async actor, say) is cancelled
+    through that loop; the facade's one death listener goes away with shutdown()."""
+    fake.start_children = 1
+    e = Engine(**ARGS)
+    (child,) = fake.children
+    fake.managers[-1].block = asyncio.Event()
+    ctx = e._death
+    assert ctx is not None and len(ctx._listeners) == 1  # one per facade, not one per call
+    outcome: dict[str, Any] = {}
+
+    async def calls() -> None:
+        waiting = [asyncio.ensure_future(e.async_generate(input_ids=[i])) for i in range(3)]
+        done = await asyncio.gather(*waiting, return_exceptions=True)
+        outcome["errors"] = done
+        outcome["cancelled_caller"] = asyncio.current_task().cancelling() if hasattr(asyncio.Task, "cancelling") else 0
+
+    worker = threading.Thread(target=asyncio.run, args=(calls(),))
+    worker.start()
+    time.sleep(0.5)
+    assert len(e._inflight) == 3
+    os.kill(child.pid, signal.SIGKILL)
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    assert [type(x) for x in outcome["errors"]] == [EngineDeadError] * 3
+    assert outcome["cancelled_caller"] == 0
+    assert not e._inflight
+    e.shutdown()
+    assert ctx._listeners == []
