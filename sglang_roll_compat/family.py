@@ -18,6 +18,8 @@ from .patching import Patch
 ENGINE = "sglang.srt.entrypoints.engine"
 TOKENIZER_MANAGER = "sglang.srt.managers.tokenizer_manager"
 WATCHDOG_MODULE = "sglang.srt.utils.watchdog"
+MEMORY_SAVER_MODULE = "sglang.srt.utils.torch_memory_saver_adapter"
+OLD_MEMORY_SAVER_MODULE = "sglang.srt.torch_memory_saver_adapter"  # up to 0.5.3
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class Family:
     sigchld_handler: bool = False
     # importing engine.py replaces threading._register_atexit with a no-op (up to 0.5.13)
     register_atexit_noop: bool = True
+    # where _TorchMemorySaverAdapterReal lives (sglang.srt.utils.* from 0.5.4)
+    memory_saver_module: str = MEMORY_SAVER_MODULE
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -80,6 +84,13 @@ def build_patches(family: Family) -> tuple[Patch, ...]:
             "TokenizerManager.auto_create_handle_loop",
             "at the first request SGLang takes the caller's SIGTERM/SIGQUIT; the caller's handlers come back",
             wrapper=signals.tokenizer_handlers,
+        ),
+        Patch(
+            "subprocess_env_lock",
+            family.memory_saver_module,
+            "_TorchMemorySaverAdapterReal.configure_subprocess",
+            "LD_PRELOAD edited, child started and env restored under one process-wide lock (two engines, two threads)",
+            wrapper=launch.serialize_subprocess_env,
         ),
         Patch(
             "engine_shutdown",

@@ -440,3 +440,48 @@ def skip_upstream_subprocess_watchdog(
         logger.debug("not starting SGLang's SubprocessWatchdog: sglang_roll_compat's watchdog covers it")
         return None
     return wrapped(*args, **kwargs)
+
+
+class _SpawnEnvGuard:
+    """Holds the process-wide spawn lock from before upstream's ``configure_subprocess`` reads
+    ``os.environ`` until after it has put it back (see :func:`serialize_subprocess_env`)."""
+
+    def __init__(self, wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self._lock = spawn_env_lock()
+        self._wrapped, self._args, self._kwargs = wrapped, args, kwargs
+        self._cm: Any = None
+
+    def __enter__(self) -> Any:
+        self._lock.acquire()
+        try:
+            self._cm = self._wrapped(*self._args, **self._kwargs)
+            return self._cm.__enter__()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def __exit__(self, *exc: Any) -> Any:
+        try:
+            return self._cm.__exit__(*exc)
+        finally:
+            self._lock.release()
+
+
+def spawn_env_lock() -> Any:
+    """One re-entrant lock per process, shared by every copy of the package."""
+    shared = _shared.state()
+    lock = shared.__dict__.get("spawn_env_lock")
+    if lock is None:
+        lock = shared.__dict__.setdefault("spawn_env_lock", threading.RLock())
+    return lock
+
+
+def serialize_subprocess_env(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """SGLang starts each scheduler inside ``memory_saver_adapter.configure_subprocess()``, which
+    prepends torch_memory_saver's hook to ``os.environ["LD_PRELOAD"]`` and restores the old value
+    afterwards. Two engines launched from two threads interleave those edits: a child inherits
+    the hook twice (torch_memory_saver then refuses to start: "invalid LD_PRELOAD") and the
+    caller can be left with the hook in its own environment. The returned context manager makes
+    the edit, the child's start and the restore one critical section per process."""
+    _shared.count_reached("subprocess_env_lock")
+    return _SpawnEnvGuard(wrapped, args, kwargs)

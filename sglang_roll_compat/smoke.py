@@ -324,6 +324,15 @@ def _check_children(results: dict[str, Any], out_dir: str) -> None:
     checks["block_nonzero_rank_children_0"] = env.get("SGLANG_BLOCK_NONZERO_RANK_CHILDREN") == "0"
 
 
+LAUNCH_WAIT_S = 240.0
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return int(torch.cuda.device_count())
+
+
 def run_two_engines(out_dir: str, model_path: str | None = None, cpu: bool = False) -> dict[str, Any]:
     """Two engines started at once from two threads of this process, laid out by the planner from
     ``device_mapping=[0, 1]``, ``num_gpus_per_worker=1`` (one GPU each; on ``cpu``, two CPU
@@ -338,24 +347,57 @@ def run_two_engines(out_dir: str, model_path: str | None = None, cpu: bool = Fal
     base = engine_args(model_path, cpu)
     base.pop("random_seed")
     plan = plan_engines(base, [0, 1], 1, role="rollout")
-    results: dict[str, Any] = {"plan": [e.as_dict() for e in plan.engines], "engines": {}, "checks": {}}
+    layout = "cpu" if cpu else "one GPU each"
+    launched = [threading.Event() for _ in plan.engines]
+    stagger = False
+    if not cpu and _gpu_count() < 2:
+        # Only one GPU here: both engines share GPU 0, each with its planned ports and name.
+        # SGLang's mem_fraction_static is a share of the GPU's *total* memory, checked against
+        # what is free when the engine profiles: an engine that profiles after the other has
+        # allocated 0.3 of the GPU needs a fraction above 0.3 itself. So the second engine waits
+        # for the first to be up and takes 0.65 (0.35 of the GPU for itself).
+        layout = "both on GPU 0 (one GPU visible): launched one after the other, mem_fraction_static 0.3 then 0.65"
+        stagger = True
+        for entry, fraction in zip(plan.engines, (0.3, 0.65), strict=True):
+            entry.server_args["base_gpu_id"] = 0
+            entry.server_args["mem_fraction_static"] = fraction
+    results: dict[str, Any] = {
+        "layout": layout,
+        "plan": [e.as_dict() for e in plan.engines],
+        "engines": {},
+        "checks": {},
+    }
     barrier = threading.Barrier(len(plan.engines))
+    generate_together = threading.Barrier(len(plan.engines))
 
     def one(entry: Any) -> None:
         record: dict[str, Any] = {"thread": threading.current_thread().name}
         results["engines"][entry.worker_name] = record
+        engine = None
+        met = False
         try:
-            barrier.wait()  # launch both at the same moment
+            barrier.wait()  # launch both at the same moment (or, staggered, wait for the previous)
+            if stagger and entry.index > 0 and not launched[entry.index - 1].wait(timeout=LAUNCH_WAIT_S):
+                raise TimeoutError(f"engine {entry.index - 1} was not up within {LAUNCH_WAIT_S} s")
             started = time.perf_counter()
             engine = Engine(worker_name=entry.worker_name, **entry.server_args)
             record["launch_s"] = round(time.perf_counter() - started, 2)
-            try:
-                record["child_pids"] = engine._child_pids()
-                record["tokens"] = _tokens(_generate(engine))
-            finally:
-                engine.shutdown()
+            launched[entry.index].set()
+            record["child_pids"] = engine._child_pids()
+            met = True
+            generate_together.wait(timeout=LAUNCH_WAIT_S)  # both engines alive, generating at once
+            record["tokens"] = _tokens(_generate(engine))
         except BaseException as exc:
             record["error"] = f"{type(exc).__name__}: {exc}"[-2000:]
+        finally:
+            launched[entry.index].set()  # never leave the next engine waiting on a failed one
+            if not met:  # each thread meets the other exactly once
+                try:
+                    generate_together.wait(timeout=LAUNCH_WAIT_S)
+                except threading.BrokenBarrierError:
+                    pass
+            if engine is not None:
+                engine.shutdown()
 
     threads = [threading.Thread(target=one, args=(e,), name=f"rollout-{e.index}") for e in plan.engines]
     for thread in threads:

@@ -55,6 +55,7 @@ SYNTHETIC_ENGINE = textwrap.dedent(
     import time
 
     from sglang.srt.managers.tokenizer_manager import TokenizerManager  # as the real one does
+    from sglang.srt.torch_memory_saver_adapter import TorchMemorySaverAdapter  # through its scheduler
 
 
     class Engine:
@@ -90,6 +91,24 @@ SYNTHETIC_TOKENIZER_MANAGER = textwrap.dedent(
 )
 
 
+SYNTHETIC_MEMORY_SAVER_ADAPTER = textwrap.dedent(
+    '''
+    """Synthetic sglang.srt.torch_memory_saver_adapter (tests only)."""
+    import contextlib
+
+
+    class TorchMemorySaverAdapter:
+        def configure_subprocess(self):
+            raise NotImplementedError
+
+
+    class _TorchMemorySaverAdapterReal(TorchMemorySaverAdapter):
+        def configure_subprocess(self):
+            return contextlib.nullcontext()
+    '''
+)
+
+
 def make_synthetic_sglang(root: Path, version: str = "0.5.2") -> Path:
     """A fake SGLang install (metadata + version) whose engine module is :data:`SYNTHETIC_ENGINE`."""
     make_fake_sglang(root, version)
@@ -100,6 +119,7 @@ def make_synthetic_sglang(root: Path, version: str = "0.5.2") -> Path:
     (root / "sglang" / "srt" / "managers").mkdir(parents=True, exist_ok=True)
     (root / "sglang" / "srt" / "managers" / "__init__.py").write_text("")
     (root / "sglang" / "srt" / "managers" / "tokenizer_manager.py").write_text(SYNTHETIC_TOKENIZER_MANAGER)
+    (root / "sglang" / "srt" / "torch_memory_saver_adapter.py").write_text(SYNTHETIC_MEMORY_SAVER_ADAPTER)
     return root
 
 
@@ -183,6 +203,8 @@ def race_driver(threads: int, ops: int, seed: int, preimport: bool) -> dict[str,
         "sglang.srt.utils.watchdog",
         "sglang.srt.managers.data_parallel_controller",
         "sglang.srt.managers.tokenizer_manager",
+        "sglang.srt.torch_memory_saver_adapter",  # up to 0.5.2
+        "sglang.srt.utils.torch_memory_saver_adapter",  # from 0.5.4
     ):
         wrapt.register_post_import_hook(snapshot, name)
     if preimport:  # the race is then on the engine import, against patch/unpatch/status

@@ -114,3 +114,11 @@ def test_every_needed_patch_is_applied_once_the_engine_is_imported(engine_mod) -
     for p in FAMILY.patches:
         expected = "not needed" if p.not_needed else "applied"
         assert states[p.name] == expected, (p.name, states[p.name])
+
+
+def test_schedulers_start_inside_the_memory_saver_env_edit(engine_mod) -> None:  # type: ignore[no-untyped-def]
+    """The subprocess_env_lock patch point: upstream wraps each scheduler's start in
+    ``memory_saver_adapter.configure_subprocess()``, defined where the family says."""
+    assert "memory_saver_adapter.configure_subprocess()" in inspect.getsource(engine_mod)
+    adapter = importlib.import_module(FAMILY.memory_saver_module)
+    assert "configure_subprocess" in vars(adapter._TorchMemorySaverAdapterReal)

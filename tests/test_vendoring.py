@@ -75,7 +75,13 @@ def vendoring_driver(steps: list[str], vendored_name: str) -> dict[str, Any]:
         classes = {k: dict(vars(v)) for k, v in list(vars(module).items()) if isinstance(v, type)}
         snapshots[module.__name__] = (dict(vars(module)), classes)
 
-    for name in (engine_name, "sglang.srt.utils.watchdog", "sglang.srt.managers.tokenizer_manager"):
+    for name in (
+        engine_name,
+        "sglang.srt.utils.watchdog",
+        "sglang.srt.managers.tokenizer_manager",
+        "sglang.srt.torch_memory_saver_adapter",  # up to 0.5.2
+        "sglang.srt.utils.torch_memory_saver_adapter",  # from 0.5.4
+    ):
         wrapt.register_post_import_hook(snapshot, name)
     copies: dict[str, Any] = {}
     names = {"vendored": vendored_name, "top": "sglang_roll_compat"}

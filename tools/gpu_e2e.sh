@@ -2,8 +2,10 @@
 # The GPU end-to-end run of sglang_roll_compat (docs/gpu-e2e.md), in two halves:
 #
 #   tools/gpu_e2e.sh prepare        # here (any x86-64 machine with pip, no GPU): builds .whl/
-#   tools/gpu_e2e.sh device OUTDIR [all|weight-sync]  # there (the GPU machine: torch 2.11.0,
-#                                   # Python 3.12, no network); weight-sync runs only that step
+#   tools/gpu_e2e.sh device OUTDIR [all|weight-sync|two-engines|recheck]
+#                                   # there (the GPU machine: torch 2.11.0, Python 3.12, no
+#                                   # network); weight-sync / two-engines run only that step,
+#                                   # recheck: two engines, smoke, smoke --server (no baselines)
 #
 # "prepare" writes .whl/site.tar.xz (~52 MB: SGLang 0.5.16 and what the GPU image lacks, built
 # by tools/build_gpu_site.sh) and .whl/extra/*.whl (this package's own needs, wrapt and psutil,
@@ -47,12 +49,22 @@ device)
     cp /tmp/smoke/weight-sync.json "$OUT"/ 2>>"$LOG" || true
   fi
   if [ "$WHAT" = weight-sync ]; then exit 0; fi
+  two_engines() {
+    echo "== smoke --two-engines" >>"$LOG"
+    rc=0; timeout 300 python3 -m sglang_roll_compat smoke --two-engines --out /tmp/smoke-two >>"$LOG" 2>&1 || rc=$?
+    echo "smoke --two-engines rc=$rc" >>"$LOG"
+    cp /tmp/smoke-two/two-engines.json "$OUT"/ 2>>"$LOG" || true
+  }
+  if [ "$WHAT" = two-engines ]; then two_engines; exit 0; fi
   echo "== smoke" >>"$LOG"
   rc=0; timeout 300 python3 -m sglang_roll_compat smoke --out /tmp/smoke >>"$LOG" 2>&1 || rc=$?
   echo "smoke rc=$rc" >>"$LOG"
   echo "== smoke --server" >>"$LOG"
   rc=0; timeout 240 python3 -m sglang_roll_compat smoke --server --out /tmp/smoke >>"$LOG" 2>&1 || rc=$?
   echo "smoke --server rc=$rc" >>"$LOG"
+  cp /tmp/smoke/smoke.json /tmp/smoke/smoke-server.json "$OUT"/ 2>>"$LOG" || true
+  two_engines
+  if [ "$WHAT" = recheck ]; then exit 0; fi
   for mode in unpatched patched unpatched patched; do
     echo "== baseline $mode" >>"$LOG"
     timeout 120 python3 -m sglang_roll_compat smoke --baseline "$mode" --out /tmp/smoke >>"$LOG" 2>&1 \

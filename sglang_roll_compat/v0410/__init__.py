@@ -6,11 +6,12 @@ and sets no TRTLLM_ENABLE_PDL. NCCL_CUMEM_ENABLE follows ``enable_symm_mem`` (fo
 """
 
 from ..envpolicy import EnvFacts
-from ..family import Family
+from ..family import OLD_MEMORY_SAVER_MODULE, Family
 
 FAMILY = Family(
     name="v0410",
     summary="SGLang 0.4.10.post2: module-level launch, unguarded SIGQUIT handler, no PDL env",
     env=EnvFacts(trtllm_pdl=False, cuda_device_max_connections="4"),
     launch="module",
+    memory_saver_module=OLD_MEMORY_SAVER_MODULE,
 )

@@ -8,7 +8,7 @@ cache-manager workaround (triton-lang/triton#4295) for tp*dp > 1.
 """
 
 from ..envpolicy import EnvFacts
-from ..family import Family
+from ..family import OLD_MEMORY_SAVER_MODULE, Family
 
 FAMILY = Family(
     name="v046post4",
@@ -22,4 +22,5 @@ FAMILY = Family(
     ),
     launch="module",
     sigchld_handler=True,
+    memory_saver_module=OLD_MEMORY_SAVER_MODULE,
 )

@@ -6,11 +6,12 @@ globals; unguarded ``signal.signal(SIGQUIT, …)``; NCCL_CUMEM_ENABLE forced fro
 """
 
 from ..envpolicy import EnvFacts
-from ..family import Family
+from ..family import OLD_MEMORY_SAVER_MODULE, Family
 
 FAMILY = Family(
     name="v052",
     summary="SGLang 0.5.2: module-level launch, unguarded SIGQUIT handler",
     env=EnvFacts(cuda_device_max_connections="4"),
     launch="module",
+    memory_saver_module=OLD_MEMORY_SAVER_MODULE,
 )
