@@ -37,7 +37,7 @@ from typing import Any
 
 import _figures
 import pytest
-from helpers import make_fake_sglang, package_parent
+from helpers import engine_args, make_fake_sglang, package_parent
 
 from sglang_roll_compat import envpolicy, launch, workspace
 
@@ -189,24 +189,10 @@ def race_driver(threads: int, ops: int, seed: int, preimport: bool) -> dict[str,
     import threading
     import traceback
 
-    import wrapt
+    import _targets
 
     engine_name = "sglang.srt.entrypoints.engine"
-    snapshots: dict[str, Any] = {}
-
-    def snapshot(module: Any) -> None:  # registered first, so it fires before any patch lands
-        classes = {k: dict(vars(v)) for k, v in list(vars(module).items()) if isinstance(v, type)}
-        snapshots[module.__name__] = (dict(vars(module)), classes)
-
-    for name in (
-        engine_name,
-        "sglang.srt.utils.watchdog",
-        "sglang.srt.managers.data_parallel_controller",
-        "sglang.srt.managers.tokenizer_manager",
-        "sglang.srt.torch_memory_saver_adapter",  # up to 0.5.2
-        "sglang.srt.utils.torch_memory_saver_adapter",  # from 0.5.4
-    ):
-        wrapt.register_post_import_hook(snapshot, name)
+    snapshots = _targets.watch_originals()  # registered first, so it fires before any patch lands
     if preimport:  # the race is then on the engine import, against patch/unpatch/status
         importlib.import_module("sglang_roll_compat")
     sys.setswitchinterval(1e-5)  # many more thread switches than usual: shake out interleavings
@@ -258,16 +244,7 @@ def race_driver(threads: int, ops: int, seed: int, preimport: bool) -> dict[str,
     def check() -> dict[str, str]:
         rows = {}
         shared = _shared.state()
-        for p in package.FAMILY.patches:
-            if p.not_needed or p.module not in sys.modules:
-                continue
-            *path, attr = p.attribute.split(".")
-            parent: Any = sys.modules[p.module]
-            for part in path:
-                parent = vars(parent)[part]
-            current = vars(parent)[attr]
-            module_vars, classes = snapshots[p.module]
-            original = classes[path[0]][attr] if path else module_vars[attr]
+        for p, current, original in _targets.targets(package.FAMILY.patches, snapshots):
             record = shared.records.get(p.target)
             mark = _shared.marker_of(current)
             if current is original and record is None and mark is None:
@@ -544,17 +521,6 @@ def test_the_engine_modules_signal_proxy_skips_off_the_main_thread() -> None:
 
 
 # -- a scheduler child killed during the launch ---------------------------------------------------
-def _args() -> dict[str, Any]:
-    from sglang_roll_compat.models import tiny_model_path
-
-    return {
-        "model_path": tiny_model_path(),
-        "load_format": "dummy",
-        "device": "cuda",
-        "skip_tokenizer_init": True,
-        "disable_cuda_graph": True,
-        "mem_fraction_static": 0.7,
-    }
 
 
 @contextmanager
@@ -622,7 +588,7 @@ def test_a_scheduler_child_killed_during_launch_fails_the_launch_within_5s(
         killer.start()
         try:
             with pytest.raises(EngineLaunchError) as info:
-                Engine(worker_name="killed", **_args())
+                Engine(worker_name="killed", **engine_args())
             raised_at = time.monotonic()
         finally:
             waiting.set()
@@ -670,7 +636,7 @@ def test_a_facade_lifecycle_writes_only_under_the_cache_dir(monkeypatch: pytest.
     home_before, cwd_before = _walk(home), _walk(cwd)
     try:
         with launch_replaced_by(engine_mod, fake):
-            engine = Engine(worker_name="lifecycle", **_args())
+            engine = Engine(worker_name="lifecycle", **engine_args())
             try:
                 assert engine.generate(input_ids=[1, 2], sampling_params={"max_new_tokens": 1})["output_ids"]
                 engine.flush_cache()

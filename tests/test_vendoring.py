@@ -66,23 +66,10 @@ def vendoring_driver(steps: list[str], vendored_name: str) -> dict[str, Any]:
     import importlib
     import sys
 
-    import wrapt
+    import _targets
 
     engine_name = "sglang.srt.entrypoints.engine"
-    snapshots: dict[str, Any] = {}
-
-    def snapshot(module: Any) -> None:  # fires before any patch lands on the module
-        classes = {k: dict(vars(v)) for k, v in list(vars(module).items()) if isinstance(v, type)}
-        snapshots[module.__name__] = (dict(vars(module)), classes)
-
-    for name in (
-        engine_name,
-        "sglang.srt.utils.watchdog",
-        "sglang.srt.managers.tokenizer_manager",
-        "sglang.srt.torch_memory_saver_adapter",  # up to 0.5.2
-        "sglang.srt.utils.torch_memory_saver_adapter",  # from 0.5.4
-    ):
-        wrapt.register_post_import_hook(snapshot, name)
+    snapshots = _targets.watch_originals()  # fires before any patch lands on the module
     copies: dict[str, Any] = {}
     names = {"vendored": vendored_name, "top": "sglang_roll_compat"}
 
@@ -92,16 +79,7 @@ def vendoring_driver(steps: list[str], vendored_name: str) -> dict[str, Any]:
             return {}
         marker_of = package._shared.marker_of
         rows = {}
-        for p in package.FAMILY.patches:
-            if p.not_needed or p.module not in sys.modules:
-                continue
-            *path, attr = p.attribute.split(".")
-            parent: Any = sys.modules[p.module]
-            for part in path:
-                parent = vars(parent)[part]
-            current = vars(parent)[attr]
-            module_vars, classes = snapshots[p.module]
-            original = classes[path[0]][attr] if path else module_vars[attr]
+        for p, current, original in _targets.targets(package.FAMILY.patches, snapshots):
             layers, obj, owners = 0, current, []
             while marker_of(obj) is not None:
                 layers += 1
