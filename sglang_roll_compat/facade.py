@@ -285,18 +285,13 @@ class FacadeBase:
         task = asyncio.current_task() if death is not None else None
         inflight = self._inflight
         if task is None or task in inflight:  # no death source, or an outer call guards already
-            try:
-                self._check_open()
-            except BaseException:
-                _close(awaitable)
-                raise
+            self._open_or_close(awaitable)
             return await awaitable
         inflight.add(task)
         try:
-            self._check_open()  # after joining: a death from now on cancels this task
+            self._open_or_close(awaitable)  # after joining: a death from now on cancels this task
         except BaseException:
             inflight.discard(task)
-            _close(awaitable)
             raise
         try:
             return await awaitable
@@ -309,13 +304,17 @@ class FacadeBase:
         finally:
             inflight.discard(task)
 
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run one of our coroutines to completion from synchronous code."""
+    def _open_or_close(self, awaitable: Awaitable[Any]) -> None:
+        """``_check_open``; when it raises, ``awaitable`` (never to be awaited) is closed first."""
         try:
             self._check_open()
         except BaseException:
-            coro.close()
+            _close(awaitable)
             raise
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run one of our coroutines to completion from synchronous code."""
+        self._open_or_close(coro)
         if asyncio._get_running_loop() is not None:
             coro.close()
             raise RuntimeError("an event loop is running in this thread: await the async_ variant instead")
