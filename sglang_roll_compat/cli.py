@@ -1,4 +1,4 @@
-"""Command line: ``python -m sglang_roll_compat [doctor|versions|env|plan|smoke] …``."""
+"""Command line: ``python -m sglang_roll_compat [doctor|versions|env|plan|preflight|smoke] …``."""
 
 from __future__ import annotations
 
@@ -58,6 +58,54 @@ def _preflight(args: argparse.Namespace) -> int:
     return 1 if worst(findings) == ERROR else 0
 
 
+def _server_args_json(text: str | None) -> dict[str, object]:
+    try:
+        value = json.loads(text) if text else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--server-args is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError("--server-args must be a JSON object")
+    return value
+
+
+def _env(args: argparse.Namespace) -> int:
+    """The env policy's plan for one worker launched from this environment (changes nothing)."""
+    import os
+
+    from . import envpolicy, serverargs
+
+    pkg = doctor._package()
+    if pkg.GATE_ERROR is not None:
+        print(f"error: {pkg.GATE_ERROR}", file=sys.stderr)
+        return doctor.EXIT_UNSUPPORTED if isinstance(pkg.GATE_ERROR, NotImplementedError) else doctor.EXIT_ERROR
+    try:
+        server_args = _server_args_json(args.server_args)
+        serverargs.check_names(server_args)
+        serverargs.check_values(server_args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return doctor.EXIT_ERROR
+    facts = pkg.FAMILY.env
+    worker = envpolicy.worker_from_args(server_args, args.worker_name, os.environ, facts)
+    changes = envpolicy.plan(server_args, os.environ, worker, facts=facts)
+    report = {
+        "family": pkg.FAMILY.name,
+        "worker": {"name": worker.name, "gpu_ids": list(worker.gpu_ids), "slot": worker.slot},
+        "changes": [c.as_dict() for c in changes],
+        "note": "at launch the policy runs after SGLang's own _set_envs_and_config; values you set before "
+        "the launch win unless a server argument requires otherwise (warn=true)",
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return doctor.EXIT_OK
+    print(f"family {report['family']}; worker {worker.name!r}, GPUs {list(worker.gpu_ids)}, slot {worker.slot}")
+    for c in changes:
+        flag = " (!)" if c.warn else ""
+        print(f"  {c.action:<6} {c.name:<34} {c.old!r} -> {c.new!r} [{c.scope}]{flag}  {c.reason}")
+    print(report["note"])
+    return doctor.EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sglang_roll_compat",
@@ -80,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", action="store_true")
     pl.add_argument("--num-gpus-per-node", type=int, default=None, help="override the config's value (default 8)")
     pl.add_argument("--port-base", type=int, default=30000, help="first port of the per-engine port blocks")
+    ev = sub.add_parser("env", help="the env policy's plan for one worker launched from this environment")
+    ev.add_argument("--worker-name", default=None, help="the worker's name (its private cache slot)")
+    ev.add_argument("--server-args", default=None, help="the Engine's server args as a JSON object")
+    ev.add_argument("--json", action="store_true")
     pf = sub.add_parser("preflight", help="check this environment before creating an Engine")
     pf.add_argument("--server-args", default=None, help="the Engine's server args as a JSON object")
     pf.add_argument("--json", action="store_true")
@@ -99,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     command = args.command or "doctor"
-    handlers = {"doctor": _doctor, "versions": _versions, "plan": _plan, "preflight": _preflight}
+    handlers = {"doctor": _doctor, "versions": _versions, "env": _env, "plan": _plan, "preflight": _preflight}
     try:
         return handlers[command](args)
     except KeyboardInterrupt:

@@ -69,3 +69,31 @@ def test_unknown_command_is_a_usage_error() -> None:
     result = _run("frobnicate")
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+def test_env_command_prints_the_policy_for_one_worker(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    env_root = tmp_path / "cache"
+    monkeypatch.setenv("SGLANG_ROLL_COMPAT_CACHE_DIR", str(env_root))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    result = _run("env", "--worker-name", "../../etc/rollout\n0", "--server-args", '{"tp_size": 2}', "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["family"] == sglang_roll_compat.FAMILY.name
+    assert report["worker"]["gpu_ids"] == ["0", "1"]  # tp_size=2 from base_gpu_id 0
+    changes = {c["name"]: c for c in report["changes"]}
+    workspace = changes["FLASHINFER_WORKSPACE_BASE"]["new"]
+    assert changes["FLASHINFER_WORKSPACE_BASE"]["scope"] == "children"
+    assert os.path.commonpath([workspace, str(env_root)]) == str(env_root)  # the hostile name stays inside
+    assert report["worker"]["slot"] in workspace and ".." not in workspace and "\n" not in workspace
+    assert not env_root.exists()  # a plan, not a launch: nothing is created
+    text = _run("env", "--worker-name", "rollout-0")
+    assert text.returncode == 0 and "FLASHINFER_WORKSPACE_BASE" in text.stdout and "rollout-0" in text.stdout
+
+
+@pytest.mark.parametrize(
+    ("server_args", "message"),
+    [('{"tp_sise": 2}', "did you mean 'tp_size'"), ("[1]", "must be a JSON object"), ("{", "not valid JSON")],
+)
+def test_env_command_refuses_bad_server_args(server_args: str, message: str) -> None:
+    result = _run("env", "--server-args", server_args)
+    assert result.returncode == 1 and message in result.stderr, result.stderr
