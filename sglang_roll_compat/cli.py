@@ -80,8 +80,9 @@ def _env(args: argparse.Namespace) -> int:
         return doctor.EXIT_UNSUPPORTED if isinstance(pkg.GATE_ERROR, NotImplementedError) else doctor.EXIT_ERROR
     try:
         server_args = _server_args_json(args.server_args)
-        serverargs.check_names(server_args)
-        serverargs.check_values(server_args)
+        if server_args:
+            serverargs.check_names(server_args)  # against the installed ServerArgs (imports it)
+            serverargs.check_values(server_args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return doctor.EXIT_ERROR

@@ -352,10 +352,13 @@ def trainer_env(
 
     Use it as a Ray ``runtime_env={"env_vars": trainer_env(args)}`` or ``os.environ.update``.
     Above all ``NCCL_CUMEM_ENABLE``: peers whose values differ hang or fail with
-    ``invalid argument`` in the weight-update group.
+    ``invalid argument`` in the weight-update group. ``facts`` defaults to those of the installed
+    release's family (0.4.6 forces its own NCCL values, for one).
     """
     import os
 
+    if facts is None:
+        facts, _ = selected_facts()
     env = dict(os.environ if environ is None else environ)
     changes = plan(server_args, env, Worker(None), facts=facts)
     out = {}
@@ -363,3 +366,17 @@ def trainer_env(
         if change.name in ("NCCL_CUMEM_ENABLE", "NCCL_NVLS_ENABLE") and change.new is not None:
             out[change.name] = change.new
     return out
+
+
+def selected_facts() -> tuple[EnvFacts, str | None]:
+    """The env facts of the family this copy of the package selected, and None; or the default
+    facts and why no family is selected (the version gate refused the installed SGLang)."""
+    import importlib
+
+    package = importlib.import_module(".", __package__)  # this copy (a vendored copy too)
+    family = getattr(package, "FAMILY", None)
+    if family is None:
+        error = getattr(package, "GATE_ERROR", None)
+        return EnvFacts(), f"no SGLang family is selected ({error or 'unknown reason'})"
+    facts: EnvFacts = family.env
+    return facts, None

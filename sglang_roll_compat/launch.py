@@ -401,7 +401,7 @@ def set_envs_and_config(facts: envpolicy.EnvFacts) -> Any:
             logger.debug("restored the caller's %s handler(s) after SGLang's", ", ".join(restored))
         server_args = args[0] if args else kwargs.get("server_args")
         name = ctx.worker_name if ctx is not None else _pending_worker_name()
-        worker = envpolicy.worker_from_args(server_args, name, os.environ)
+        worker = envpolicy.worker_from_args(server_args, name, os.environ, facts)
         changes = envpolicy.plan(server_args, os.environ, worker, user_env=env_before, facts=facts)
         ours = {
             c.name

@@ -20,7 +20,6 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import import_module
 from typing import Any
 
 from . import envpolicy, serverargs, workspace
@@ -187,23 +186,12 @@ def _check_alloc_conf(server_args: Mapping[str, Any], env: Mapping[str, str]) ->
 
 
 # -- NCCL cuMem agreement ----------------------------------------------------------------------
-def _family_facts() -> tuple[envpolicy.EnvFacts, str | None]:
-    sglang_roll_compat = import_module(".", __package__)  # this copy (a vendored copy too)
-
-    family = getattr(sglang_roll_compat, "FAMILY", None)
-    if family is None:
-        error = getattr(sglang_roll_compat, "GATE_ERROR", None)
-        return envpolicy.EnvFacts(), f"no SGLang family is selected ({error or 'unknown reason'})"
-    facts: envpolicy.EnvFacts = family.env
-    return facts, None
-
-
 def _check_nccl_cumem(
     server_args: Mapping[str, Any], env: Mapping[str, str], facts: envpolicy.EnvFacts | None
 ) -> list[Finding]:
     out = []
     if facts is None:
-        facts, problem = _family_facts()
+        facts, problem = envpolicy.selected_facts()
         if problem is not None:
             out.append(Finding(INFO, "family-unknown", f"{problem}: the env checks assume the newest family's facts"))
     engine = envpolicy.trainer_env(server_args, env, facts).get("NCCL_CUMEM_ENABLE")

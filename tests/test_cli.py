@@ -71,6 +71,7 @@ def test_unknown_command_is_a_usage_error() -> None:
     assert "invalid choice" in result.stderr
 
 
+@pytest.mark.sglang  # --server-args are checked against the installed ServerArgs
 def test_env_command_prints_the_policy_for_one_worker(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     env_root = tmp_path / "cache"
     monkeypatch.setenv("SGLANG_ROLL_COMPAT_CACHE_DIR", str(env_root))
@@ -90,6 +91,14 @@ def test_env_command_prints_the_policy_for_one_worker(tmp_path, monkeypatch) -> 
     assert text.returncode == 0 and "FLASHINFER_WORKSPACE_BASE" in text.stdout and "rollout-0" in text.stdout
 
 
+def test_env_command_without_server_args_needs_no_sglang_import() -> None:
+    result = _run("env", "--worker-name", "rollout-0", "--json")
+    assert result.returncode == 0, result.stderr
+    changes = {c["name"]: c for c in json.loads(result.stdout)["changes"]}
+    assert "rollout-0" in changes["FLASHINFER_WORKSPACE_BASE"]["new"]
+
+
+@pytest.mark.sglang
 @pytest.mark.parametrize(
     ("server_args", "message"),
     [('{"tp_sise": 2}', "did you mean 'tp_size'"), ("[1]", "must be a JSON object"), ("{", "not valid JSON")],

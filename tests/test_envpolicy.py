@@ -120,9 +120,25 @@ def test_plan_is_pure() -> None:
 
 
 def test_trainer_env_matches_the_engine_side() -> None:
-    assert envpolicy.trainer_env({}, environ={}) == {"NCCL_CUMEM_ENABLE": "0", "NCCL_NVLS_ENABLE": "0"}
-    assert envpolicy.trainer_env({"enable_symm_mem": True}, environ={})["NCCL_CUMEM_ENABLE"] == "1"
-    assert envpolicy.trainer_env({}, environ={"NCCL_CUMEM_ENABLE": "1"})["NCCL_CUMEM_ENABLE"] == "1"
+    newest = envpolicy.EnvFacts()
+    assert envpolicy.trainer_env({}, environ={}, facts=newest) == {"NCCL_CUMEM_ENABLE": "0", "NCCL_NVLS_ENABLE": "0"}
+    assert envpolicy.trainer_env({"enable_symm_mem": True}, environ={}, facts=newest)["NCCL_CUMEM_ENABLE"] == "1"
+    assert envpolicy.trainer_env({}, environ={"NCCL_CUMEM_ENABLE": "1"}, facts=newest)["NCCL_CUMEM_ENABLE"] == "1"
+
+
+def test_trainer_env_defaults_to_the_installed_family() -> None:
+    """The trainer must agree with what the engine of *this* release will use: 0.4.6 forces its
+    own NCCL values whatever the caller set."""
+    from sglang_roll_compat import FAMILY, trainer_env
+    from sglang_roll_compat.v046post4 import FAMILY as V046
+
+    environ = {"NCCL_CUMEM_ENABLE": "1", "NCCL_NVLS_ENABLE": "1"}
+    engine_side = {c.name: c.new for c in plan(environ=environ, facts=FAMILY.env)}
+    assert trainer_env({}, environ=environ) == {n: engine_side[n] for n in ("NCCL_CUMEM_ENABLE", "NCCL_NVLS_ENABLE")}
+    assert envpolicy.trainer_env({}, environ=environ, facts=V046.env) == {
+        "NCCL_CUMEM_ENABLE": "0",
+        "NCCL_NVLS_ENABLE": "0",
+    }
 
 
 def test_apply_only_changes_process_scope_names() -> None:
