@@ -91,6 +91,10 @@ def gather(import_engine: bool = True) -> tuple[dict[str, Any], int]:
     report["patches"] = [s.as_dict() for s in pkg.status()]
     report["side_effects"] = sideeffects.report()
     report["child_hooks"] = list(pkg.child_hooks())
+    if import_engine:  # kernel-package metadata and the mount table: kept out of --no-import's budget
+        from .preflight_checks import preflight
+
+        report["preflight"] = [f.as_dict() for f in preflight({})]
     report["elapsed_s"] = round(time.perf_counter() - started, 3)
     return report, code
 
@@ -126,6 +130,13 @@ def render(report: dict[str, Any]) -> str:
         lines.append("Side effects of importing SGLang's engine module:")
         for name, state in report["side_effects"].items():
             lines.append(f"  {name}: {state}")
+    if "preflight" in report:
+        lines.append("")
+        lines.append("Preflight of this process (no server args; `preflight --server-args JSON` for an engine's):")
+        if not report["preflight"]:
+            lines.append("  nothing to report")
+        for f in report["preflight"]:
+            lines.append(f"  {f['level'].upper():<7} {f['code']}: {f['message']}")
     if report.get("child_hooks"):
         lines.append("")
         lines.append("Child hooks: " + ", ".join(report["child_hooks"]))

@@ -58,6 +58,16 @@ def test_doctor_imports_the_engine_and_reports_patches_applied() -> None:
     assert report["torch"]["version"].startswith("2.")
 
 
+@pytest.mark.sglang
+def test_doctor_prints_the_preflight_of_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NCCL_CUMEM_ENABLE", "yes")  # not 0/1: the engine replaces it, the trainer keeps it
+    report = json.loads(_run("--json").stdout)
+    assert "nccl-cumem-mismatch" in {f["code"] for f in report["preflight"]}
+    text = _run()
+    assert "Preflight of this process" in text.stdout and "nccl-cumem-mismatch" in text.stdout
+    assert "preflight" not in json.loads(_run("--json", "--no-import").stdout)  # kept out of the fast path
+
+
 def test_versions_command_lists_the_table() -> None:
     result = _run("versions", "--json")
     assert result.returncode == 0, result.stderr
