@@ -22,8 +22,13 @@ case "${1:-}" in
 prepare)
   mkdir -p .whl/extra
   [ -f .whl/site.tar.xz ] || bash tools/build_gpu_site.sh .whl
+  # exact pins, no resolver: what the GPU image lacks (checked there with pip check on 2026-11-23)
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --abi cp312 --abi abi3 --abi none $PLAT -d .whl/extra "wrapt==2.1.2" "psutil==7.2.2"
+    --abi cp312 --abi abi3 --abi none $PLAT -d .whl/extra \
+    "wrapt==2.1.2" "psutil==7.2.2" \
+    "jsonschema==4.26.0" "jsonschema-specifications==2025.9.1" "referencing==0.37.0" "rpds-py==2026.9.1" \
+    "attrs==26.1.0" "soundfile==0.14.0" "cffi==2.1.1" "pycparser==3.12" "zstandard==0.25.0" \
+    "prometheus-client==0.26.0"
   ls -la .whl .whl/extra
   ;;
 device)
