@@ -31,7 +31,7 @@ from collections.abc import Callable
 from importlib import import_module
 from typing import Any
 
-from . import workspace
+from . import envpolicy, workspace
 from .models import small_model_path
 
 SMOKE_DIR_ENV = "SGLANG_ROLL_COMPAT_SMOKE_DIR"
@@ -223,6 +223,13 @@ def run_smoke(out_dir: str, model_path: str | None = None, cpu: bool = False, se
         "checks": {},
         "numbers": {},
     }
+    # an allocator setting SGLang's children must not inherit (the policy removes it for them)
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:False")
+    facts = pkg.FAMILY.env
+    worker = envpolicy.worker_from_args(args, "smoke-0", os.environ, facts)
+    results["planned_env"] = {c.name: c.new for c in envpolicy.plan(args, os.environ, worker, facts=facts)}
+    results["trainer_env"] = envpolicy.trainer_env(args, os.environ, facts)
+    results["checks"]["ran_off_the_main_thread"] = not results["main_thread"]
     t0 = time.perf_counter()
     facade = ServerEngine if server else Engine
     engine = _step(results, "launch", lambda: facade(worker_name="smoke-0", **args))
@@ -319,8 +326,17 @@ def _check_children(results: dict[str, Any], out_dir: str) -> None:
         checks["flashinfer_workspace_0700"] = stat.S_IMODE(st.st_mode) == 0o700 and st.st_uid == os.geteuid()
     except OSError:
         checks["flashinfer_workspace_0700"] = False
-    checks["alloc_conf_removed_in_child"] = env.get("PYTORCH_CUDA_ALLOC_CONF") is None
-    checks["nccl_cumem_in_child"] = env.get("NCCL_CUMEM_ENABLE") in ("0", "1")
+    checks["alloc_conf_removed_in_child"] = (
+        os.environ.get("PYTORCH_CUDA_ALLOC_CONF") is not None and env.get("PYTORCH_CUDA_ALLOC_CONF") is None
+    )
+    # the trainer side of the policy must agree with what the scheduler really got (NCCL sync)
+    checks["nccl_cumem_in_child_matches_trainer_env"] = env.get("NCCL_CUMEM_ENABLE") == results["trainer_env"].get(
+        "NCCL_CUMEM_ENABLE"
+    )
+    planned = results["planned_env"]
+    for name in ("CUDA_DEVICE_MAX_CONNECTIONS", "CUDA_MODULE_LOADING", "TRTLLM_ENABLE_PDL", "NCCL_NVLS_ENABLE"):
+        if name in planned:
+            checks[f"{name.lower()}_in_child_as_planned"] = env.get(name) == planned[name]
     checks["block_nonzero_rank_children_0"] = env.get("SGLANG_BLOCK_NONZERO_RANK_CHILDREN") == "0"
 
 
