@@ -5,10 +5,12 @@ upstream request, with the right fields, or adapt/refuse as ``capabilities()`` s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 
 import fake_launch
 import pytest
-from helpers import engine_args
+from helpers import engine_args, package_parent
 
 import sglang_roll_compat
 from sglang_roll_compat import Engine, EngineClosedError, EngineDeadError, ServerArgsError
@@ -424,3 +426,185 @@ def test_a_child_killed_fails_a_pending_async_call_and_shutdown_drops_the_listen
     assert not e._inflight
     e.shutdown()
     assert ctx._listeners == []
+
+
+# -- generation from text ------------------------------------------------------------------------
+def test_generate_from_a_prompt_sends_text(engine: Any, fake: fake_launch.FakeLaunch) -> None:
+    manager = tm(fake)
+    before = list(manager.calls)
+    for bad in ({"prompt": "hello", "input_ids": [1, 2]}, {}):
+        with pytest.raises(ValueError, match="exactly one"):
+            engine.generate(**bad)
+    assert manager.calls == before  # refused before anything reached the tokenizer manager
+    out = engine.generate(prompt="hello", sampling_params={"max_new_tokens": 2}, return_logprob=True)
+    assert out["output_ids"] == [7, 8, 9]
+    (req,) = manager.requests("generate_request")
+    assert type(req).__name__ == "GenerateReqInput"
+    assert req.text == "hello" and req.input_ids is None
+    assert req.return_logprob is True and req.sampling_params == {"max_new_tokens": 2}
+
+
+# -- the async variants send what the sync methods send ------------------------------------------
+def _no_meter(pids: Any) -> None:
+    return None  # no GPU memory to watch: release_memory_occupation returns at once
+
+
+def _snapshot(obj: Any) -> Any:
+    """A request object as (class, fields); anything else as it is."""
+    cls = type(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        names: Any = [f.name for f in dataclasses.fields(obj)]
+    elif hasattr(cls, "__struct_fields__"):  # msgspec structs (0.5.x io_struct)
+        names = cls.__struct_fields__
+    else:
+        return obj
+    return (cls.__module__, cls.__qualname__, {n: getattr(obj, n) for n in names})
+
+
+def _sent(manager: fake_launch.FakeTokenizerManager) -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
+    return [(name, tuple(_snapshot(a) for a in args), kwargs) for name, args, kwargs in manager.calls]
+
+
+def _facade_steps(support: dict[str, str]) -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
+    """(method, args, kwargs) for every call under test, limited to what the release supports."""
+    steps: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+        ("flush_cache", (), {}),
+        ("flush_cache", (), {"abort_pending": True}),
+        ("init_weights_update_group", ("127.0.0.1", 29500, 1, 2, "g1"), {}),
+        (
+            "update_weights_from_distributed",
+            (["a.weight", "b.weight"], [torch.bfloat16, "float32"], [[2, 3], (4,)]),
+            {"flush_cache": False},
+        ),
+    ]
+    if support["destroy_weights_update_group"] != "unsupported":
+        steps.append(("destroy_weights_update_group", ("g1",), {}))
+    if support["release_memory_occupation"] == "native":  # tags: part first, then the rest
+        steps.append(("release_memory_occupation", (), {"tags": ["kv_cache"]}))
+    steps += [("release_memory_occupation", (), {}), ("resume_memory_occupation", (), {})]
+    if support["pause_generation"] != "unsupported":
+        steps += [("pause_generation", (), {}), ("continue_generation", (), {})]
+    steps += [("abort", (), {}), ("abort", (["r9", "r10"],), {})]
+    return steps
+
+
+PENDING = {"r1": None, "r2": None}
+
+
+def test_async_variants_send_the_same_requests_as_the_sync_methods(fake: fake_launch.FakeLaunch) -> None:
+    sync_engine = Engine(memory_meter=_no_meter, **ARGS)
+    try:
+        support = caps(sync_engine)
+        steps = _facade_steps(support)
+        sync_manager = tm(fake)
+        sync_manager.rid_to_state = dict(PENDING)
+        sync_results = [getattr(sync_engine, name)(*args, **kwargs) for name, args, kwargs in steps]
+    finally:
+        sync_engine.shutdown()
+    sync_sent = _sent(sync_manager)
+    sent_names = {name for name, *_ in sync_sent}
+    assert {
+        "flush_cache",
+        "abort_request",
+        "init_weights_update_group",
+        "update_weights_from_distributed",
+    } <= sent_names
+    assert {"release_memory_occupation", "resume_memory_occupation"} <= sent_names
+
+    async def actor() -> tuple[fake_launch.FakeTokenizerManager, list[Any]]:
+        e = Engine(memory_meter=_no_meter, **ARGS)  # the async methods run on the loop that made the engine
+        try:
+            manager = tm(fake)
+            assert manager is not sync_manager
+            manager.rid_to_state = dict(PENDING)
+            results = [await getattr(e, f"async_{name}")(*args, **kwargs) for name, args, kwargs in steps]
+            return manager, results
+        finally:
+            e.shutdown()
+
+    async_manager, async_results = asyncio.run(actor())
+    assert _sent(async_manager) == sync_sent
+    assert async_results == sync_results
+
+
+# -- shutdown at interpreter exit ------------------------------------------------------------------
+EXIT_SCRIPT = r"""
+import atexit, json, sys
+import pytest, psutil
+import fake_launch, helpers
+
+fake = fake_launch.install(pytest.MonkeyPatch())
+fake.start_children = 1
+from sglang_roll_compat import Engine
+
+holder = {}
+
+def probe():
+    # registered before the engine, so (atexit is LIFO) it runs after the engine's own exit hook
+    # and before multiprocessing's, which would otherwise end a daemonic child by itself
+    (child,) = fake.children
+    print("PROBE " + json.dumps({"closed": holder["engine"].closed, "child_alive": child.is_alive()}), flush=True)
+
+atexit.register(probe)
+holder["engine"] = Engine(**helpers.engine_args())
+(child,) = fake.children
+print("CHILD " + json.dumps({"pid": child.pid, "created": psutil.Process(child.pid).create_time()}), flush=True)
+"""
+
+
+def _tagged(text: str, tag: str) -> dict[str, Any] | None:
+    for line in text.splitlines():
+        if line.startswith(tag + " "):
+            return json.loads(line[len(tag) + 1 :])  # type: ignore[no-any-return]
+    return None
+
+
+def _running(pid: int, created: float) -> bool:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def test_engine_left_open_is_shut_down_at_interpreter_exit(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(package_parent()), str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    )
+    env["SGLANG_ROLL_COMPAT_CACHE_DIR"] = str(tmp_path / "cache")
+    out_path, err_path = tmp_path / "stdout", tmp_path / "stderr"
+    child: dict[str, Any] | None = None
+    with out_path.open("w") as out, err_path.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-P", "-c", EXIT_SCRIPT], stdout=out, stderr=err, env=env, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 240  # importing SGLang and building the engine
+        while child is None and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            child = _tagged(out_path.read_text(), "CHILD")
+        assert child is not None, f"the engine did not come up\n{err_path.read_text()[-4000:]}"
+        up_at = time.monotonic()
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the interpreter hung at exit\n{err_path.read_text()[-4000:]}")
+        exit_seconds = time.monotonic() - up_at
+        stdout = out_path.read_text()
+        assert code == 0, f"exit code {code}\n{err_path.read_text()[-4000:]}"
+        assert exit_seconds < 60
+        # the facade's exit hook shut the engine down and ended SGLang's child itself
+        assert _tagged(stdout, "PROBE") == {"closed": True, "child_alive": False}, err_path.read_text()[-4000:]
+        gone_by = time.monotonic() + 10
+        while _running(child["pid"], child["created"]) and time.monotonic() < gone_by:
+            time.sleep(0.1)
+        assert not _running(child["pid"], child["created"])
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if child is not None and _running(child["pid"], child["created"]):
+            os.kill(child["pid"], signal.SIGKILL)
