@@ -9,6 +9,11 @@ with a bound (a failure carries the server's last log lines), and maps every fac
 release's HTTP endpoint, sending the same request fields the in-process engine sends as objects.
 ``ServerEngine.connect(url)`` attaches to a server someone else started.
 
+Not every release's server has every endpoint (0.4.6.post1 has no ``/abort_request``, releases
+before 0.5.3 no ``/destroy_weights_update_group``, ...): the routes the release declares are read
+from the source text of its ``http_server.py`` (:func:`server_routes`), and a capability whose
+endpoint is missing is "unsupported" and refused with ``NotImplementedError`` before any request.
+
 HTTP: one ``httpx.AsyncClient`` per event loop (connections are reused), a timeout on every
 request, and bounded retries on connection errors only — a request that may have reached the
 server is never sent twice. Shutdown ends the whole process group and waits until the port is
@@ -18,9 +23,12 @@ free.
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib.util
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -29,7 +37,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from . import serverargs, workspace
@@ -41,6 +50,15 @@ logger = logging.getLogger(__name__)
 
 CONNECT_RETRIES = 3
 HEALTH_INTERVAL = 0.5
+HTTP_SERVER_MODULE = "sglang.srt.entrypoints.http_server"
+# facade capabilities whose endpoint is not "/<capability>" (None: the capability sends no request)
+_ENDPOINTS: dict[str, str | None] = {"abort": "/abort_request", "shutdown": None}
+# a route decorator of the server's FastAPI app: @app.get("/x"), @app.post("/x"), and
+# @app.api_route("/x", methods=[...]) with the path on the same line or on the next ones
+_ROUTE_DECORATOR = re.compile(
+    r"""^[ \t]*@app\.(?:get|post|put|patch|delete|head|options|api_route)\(\s*(?:path\s*=\s*)?(["'])(/[^"'\n]*)\1""",
+    re.MULTILINE,
+)
 
 
 class ServerResponseError(SGLangRollCompatError, RuntimeError):
@@ -91,6 +109,56 @@ def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
+
+
+def endpoint(capability: str) -> str | None:
+    """The HTTP route ``ServerEngine`` calls for a facade capability (None: it sends no request)."""
+    return _ENDPOINTS.get(capability, f"/{capability}")
+
+
+@functools.lru_cache(maxsize=1)
+def server_routes() -> frozenset[str] | None:
+    """The HTTP routes the installed release's server declares.
+
+    Read from the source text of the release's ``http_server.py`` (the module itself is not
+    imported: it pulls in far more than this needs): every path given to a route decorator of its
+    FastAPI app, ``@app.get("/x")``, ``@app.post("/x")``, ``@app.api_route("/x", methods=[...])``.
+    Routes of routers included from other modules and paths taken from environment variables are
+    not read; none of the facade's endpoints is declared that way. None when the source cannot be
+    read or declares no ``/generate`` (a layout this reader does not know): then no route is
+    assumed missing."""
+    try:
+        spec = importlib.util.find_spec(HTTP_SERVER_MODULE)
+    except (ImportError, ValueError) as exc:
+        logger.warning("cannot locate %s (%s); the server's routes are not checked", HTTP_SERVER_MODULE, exc)
+        return None
+    origin = spec.origin if spec is not None else None
+    if not origin or not origin.endswith(".py"):
+        logger.warning("no source of %s found; the server's routes are not checked", HTTP_SERVER_MODULE)
+        return None
+    try:
+        text = Path(origin).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        logger.warning("cannot read %s (%s); the server's routes are not checked", origin, exc)
+        return None
+    routes = frozenset(match.group(2) for match in _ROUTE_DECORATOR.finditer(text))
+    if "/generate" not in routes:
+        logger.warning("no /generate route found in %s; the server's routes are not checked", origin)
+        return None
+    return routes
+
+
+def missing_routes(capabilities: Iterable[str]) -> dict[str, str]:
+    """``{capability: route}`` for the capabilities whose endpoint the release's server lacks."""
+    routes = server_routes()
+    if routes is None:
+        return {}
+    missing = {}
+    for name in capabilities:
+        route = endpoint(name)
+        if route is not None and route not in routes:
+            missing[name] = route
+    return missing
 
 
 def _httpx() -> Any:
@@ -177,8 +245,18 @@ class ServerEngine(FacadeBase):
         self._clients: dict[int, Any] = {}
         self._death = _ServerDeath(self._process, self._log_tail)
         self._setup(memory_meter, None)
-        # what differs over HTTP: the server lists no pending requests, and shutdown ends the server
-        if "abort_all" not in _fields(self._io.AbortReq):
+        # what differs over HTTP: endpoints this release's server lacks, the server lists no
+        # pending requests (abort-all), and shutdown ends the server
+        self._missing_routes = missing_routes(self._caps)
+        for name, route in self._missing_routes.items():
+            cap = self._caps[name]
+            note = f"this release's HTTP server has no {route}"
+            if cap.support == UNSUPPORTED and cap.note:  # the in-process reason, too
+                note = f"{note} ({cap.note})"
+            self._caps[name] = Capability(UNSUPPORTED, note)
+        if self._missing_routes:
+            logger.debug("this SGLang release's HTTP server lacks %s", sorted(self._missing_routes.values()))
+        if "abort" not in self._missing_routes and "abort_all" not in _fields(self._io.AbortReq):
             self._caps["abort"] = Capability(UNSUPPORTED, "abort-all over HTTP needs SGLang 0.4.10+ (rids work)")
         self._caps["shutdown"] = Capability(ADAPTED, "ends the server's process group and waits for its port")
 
@@ -188,6 +266,7 @@ class ServerEngine(FacadeBase):
         """As the in-process engine's, but the tensors must live on a CUDA device: they travel to
         the server as CUDA IPC handles (a CPU tensor would need this process's multiprocessing
         authkey on the other side, and the server's scheduler would fail on it)."""
+        self._require("update_weights_from_tensor")
         for i, item in enumerate(named_tensors if isinstance(named_tensors, (list, tuple)) else []):
             tensor = item[1] if isinstance(item, (tuple, list)) and len(item) == 2 else None
             device = getattr(tensor, "device", None)
@@ -337,7 +416,9 @@ class ServerEngine(FacadeBase):
             ) from None
 
     async def _request(self, op: str, fields: dict[str, Any] | None) -> Any:
-        path = f"/{op}"
+        self._require(op)  # the release's server may lack the endpoint: refuse before sending
+        path = endpoint(op)
+        assert path is not None, op
         response = await self._http("POST", path, fields if fields is not None else None)
         if op == "flush_cache":
             return (response.status_code == 200, response.text)
@@ -351,6 +432,7 @@ class ServerEngine(FacadeBase):
         return (bool(payload["success"]), str(payload.get("message", "")))
 
     async def _generate_call(self, kwargs: dict[str, Any]) -> Any:
+        self._require("generate")
         body = {k: v for k, v in kwargs.items() if v is not None}
         if "prompt" in body:
             body["text"] = body.pop("prompt")
@@ -367,6 +449,8 @@ class ServerEngine(FacadeBase):
         return frozenset(fields)
 
     async def _abort(self, rids: list[str] | None) -> list[str]:
+        if "abort" in self._missing_routes:
+            self._require("abort")  # no /abort_request: NotImplementedError, nothing is sent
         abort_fields = _fields(self._io.AbortReq)
         if rids is None:
             if "abort_all" not in abort_fields:
@@ -374,10 +458,12 @@ class ServerEngine(FacadeBase):
             bodies: list[dict[str, Any]] = [{"abort_all": True}]
         else:
             bodies = [{"rid": rid} for rid in rids]
+        path = endpoint("abort")
+        assert path is not None
         for body in bodies:
-            response = await self._http("POST", "/abort_request", body)
+            response = await self._http("POST", path, body)
             if response.status_code != 200:
-                raise ServerResponseError(f"/abort_request: HTTP {response.status_code}: {response.text[:500]}")
+                raise ServerResponseError(f"{path}: HTTP {response.status_code}: {response.text[:500]}")
         return rids or []
 
     def _serialize(self, payload: Any) -> Any:
@@ -401,6 +487,7 @@ class ServerEngine(FacadeBase):
             return []
 
     def _server_info(self) -> dict[str, Any]:
+        self._require("get_server_info")
         httpx = _httpx()
         response = httpx.get(f"{self._url}/get_server_info", timeout=self._request_timeout, trust_env=False)
         if response.status_code != 200:
@@ -427,4 +514,4 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-__all__ = ["ServerEngine", "ServerResponseError"]
+__all__ = ["ServerEngine", "ServerResponseError", "endpoint", "missing_routes", "server_routes"]

@@ -3,7 +3,10 @@
 ``python fake_server.py SPEC.json SCENARIO RECORD_DIR``. Every POST body is turned into the
 release's own ``io_struct`` request object (``cls(**body)``), so a field the release does not
 have fails the request exactly as a schema check would; accepted requests are appended to
-``RECORD_DIR/requests.jsonl``. Scenarios: ``healthy``; ``never_healthy`` (/health answers 503);
+``RECORD_DIR/requests.jsonl``, and every request that arrives (accepted or not) to
+``RECORD_DIR/received.jsonl``. Only the routes the release's real ``http_server.py`` declares are
+served (read by ``sglang_roll_compat.server.server_routes``); any other answers 404, as the real
+server would. Scenarios: ``healthy``; ``never_healthy`` (/health answers 503);
 ``exit_at_start`` (dies before serving); ``die_mid_request`` (/generate kills the process before
 answering); ``malformed`` (weight endpoints answer 200 with a non-JSON body); ``drop_update`` (the
 connection of /update_weights_from_tensor is closed after the body was read, without an answer).
@@ -21,6 +24,8 @@ import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from sglang_roll_compat.server import server_routes
 
 REQUESTS = {
     "/generate": "GenerateReqInput",
@@ -73,6 +78,14 @@ def main() -> None:
                     loaded[name] = importlib.import_module("sglang").__version__
             return loaded[name]
 
+    def served(path: str) -> bool:
+        """Whether the release's real server has this route. /health is answered without reading
+        the routes (every release has it; the tests check that), so it answers at once."""
+        if path == "/health":
+            return True
+        routes = server_routes()
+        return routes is None or path in routes
+
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # a 'scheduler'
     record_path = os.path.join(record_dir, "requests.jsonl")
 
@@ -93,7 +106,10 @@ def main() -> None:
             self._send(status, json.dumps(payload).encode())
 
         def do_GET(self) -> None:
-            if self.path == "/health":
+            self._received("GET")
+            if not served(self.path):
+                self._send(404, b"not found")
+            elif self.path == "/health":
                 self._send(503 if scenario == "never_healthy" else 200, b"")
             elif self.path == "/get_server_info":
                 self._json(200, {"version": sglang("version"), "child_pid": child.pid, **spec["server_args"]})
@@ -104,6 +120,10 @@ def main() -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             body = json.loads(raw) if raw else {}
+            self._received("POST")
+            if not served(self.path):
+                self._send(404, b"not found")
+                return
             if self.path == "/flush_cache":
                 self._record(self.path, "flush_cache", body)
                 self._send(200, b"Cache flushed.", "text/plain")
@@ -147,6 +167,10 @@ def main() -> None:
                     self._json(200, {"success": True, "message": "Success"})
             else:
                 self._send(200, b"")
+
+        def _received(self, method: str) -> None:
+            with open(os.path.join(record_dir, "received.jsonl"), "a") as fh:
+                fh.write(json.dumps({"method": method, "path": self.path}) + "\n")
 
         def _record(self, path: str, cls_name: str, body: Any) -> None:
             with open(record_path, "a") as fh:

@@ -10,6 +10,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 from sglang_roll_compat import EngineDeadError, EngineLaunchError, ServerEngine
 from sglang_roll_compat.engine import capabilities
 from sglang_roll_compat.models import tiny_model_path
-from sglang_roll_compat.server import ServerResponseError, port_in_use
+from sglang_roll_compat.server import ServerResponseError, endpoint, port_in_use, server_routes
 
 pytestmark = pytest.mark.sglang
 torch = pytest.importorskip("torch")
@@ -33,9 +34,19 @@ def start(tmp_path: Path, scenario: str = "healthy", **kwargs: Any) -> ServerEng
     return ServerEngine(command=command, startup_timeout=kwargs.pop("startup_timeout", 60), **ARGS, **kwargs)
 
 
-def records(tmp_path: Path) -> list[dict[str, Any]]:
-    path = tmp_path / "requests.jsonl"
+def records(tmp_path: Path, name: str = "requests") -> list[dict[str, Any]]:
+    """The requests the fake server accepted (``received``: every request that reached it)."""
+    path = tmp_path / f"{name}.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def release_routes() -> frozenset[str]:
+    routes = server_routes()
+    assert routes is not None, "the routes of this release's http_server.py could not be read"
+    return routes
+
+
+NO_ROUTE = "this release's HTTP server has no "
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +73,13 @@ def test_every_method_reaches_its_endpoint_with_the_release_schema(server: Serve
     group = {"group_name": "g"} if caps["update_weights_from_distributed"]["support"] == "native" else {}
     assert server.update_weights_from_distributed(["a"], ["bfloat16"], [[2]], **group)[0] is True
     assert server.flush_cache() is True
-    server.abort(["r1"])
+    if caps["abort"]["support"] != "unsupported" or "/abort_request" in release_routes():
+        server.abort(["r1"])  # before 0.4.10 abort-all is unsupported over HTTP, but rids work
+    else:  # 0.4.6.post1: no /abort_request; refused before anything is sent
+        assert caps["abort"]["note"] == NO_ROUTE + "/abort_request"
+        with pytest.raises(NotImplementedError, match="has no /abort_request"):
+            server.abort(["r1"])
+        assert not [r for r in records(shared_dir, "received") if r["path"] == "/abort_request"]
     if caps["release_memory_occupation"]["support"] == "native":
         server.release_memory_occupation(tags=["kv_cache"])
         server.resume_memory_occupation(tags=["kv_cache"])
@@ -76,7 +93,8 @@ def test_every_method_reaches_its_endpoint_with_the_release_schema(server: Serve
         assert len(r["body"]["serialized_named_tensors"]) == 2  # one per tp rank
         base64.b64decode(r["body"]["serialized_named_tensors"][0], validate=True)  # base64 text on the wire
     assert seen["/init_weights_update_group"]["body"]["group_name"] == "g"
-    assert seen["/abort_request"]["body"] == {"rid": "r1"}
+    if "/abort_request" in release_routes():
+        assert seen["/abort_request"]["body"] == {"rid": "r1"}
     assert "/flush_cache" in seen
 
 
@@ -92,9 +110,48 @@ class FakeCudaTensor(torch.Tensor):
 def test_same_capabilities_as_the_in_process_engine(server: ServerEngine) -> None:
     over_http = server.capabilities()
     in_process = {k: v.as_dict() for k, v in capabilities().items()}
+    assert set(over_http) == set(in_process)
+    routes = release_routes()
     differ = {k for k in in_process if in_process[k] != over_http[k]}
-    assert differ <= {"shutdown", "abort"}  # documented differences only
+    assert "shutdown" in differ
     assert over_http["shutdown"]["note"].startswith("ends the server's process group")
+    for name in differ - {"shutdown"}:  # each difference is documented or a route the release lacks
+        route = endpoint(name)
+        assert over_http[name]["support"] == "unsupported", name
+        if name == "abort" and route in routes:
+            assert over_http[name]["note"] == "abort-all over HTTP needs SGLang 0.4.10+ (rids work)"
+        else:
+            assert route is not None and route not in routes, name
+            assert over_http[name]["note"].startswith(NO_ROUTE + route), name
+    for name in in_process:  # and every route the release lacks makes a difference
+        route = endpoint(name)
+        if route is not None and route not in routes:
+            assert name in differ and over_http[name]["note"].startswith(NO_ROUTE + route), name
+
+
+def test_the_release_server_has_every_endpoint_the_facade_calls(server: ServerEngine, shared_dir: Path) -> None:
+    routes = release_routes()
+    assert {"/generate", "/health", "/flush_cache", "/get_server_info"} <= routes
+    for name, cap in server.capabilities().items():
+        route = endpoint(name)
+        if route is not None and cap["support"] != "unsupported":
+            assert route in routes, f"{name} is {cap['support']} but this release's server has no {route}"
+    # a capability whose route is missing is refused before any request is sent
+    calls: dict[str, Callable[[], Any]] = {
+        "abort": lambda: server.abort(["r1"]),
+        "destroy_weights_update_group": server.destroy_weights_update_group,
+        "pause_generation": server.pause_generation,
+        "continue_generation": server.continue_generation,
+    }
+    for name, call in calls.items():
+        route = endpoint(name)
+        assert route is not None
+        if route in routes:
+            continue
+        assert server.capabilities()[name]["note"].startswith(NO_ROUTE + route)
+        with pytest.raises(NotImplementedError, match=f"has no {route}"):
+            call()
+        assert not [r for r in records(shared_dir, "received") if r["path"] == route]
 
 
 def test_get_server_info_and_bad_input_are_the_facades(server: ServerEngine) -> None:
