@@ -30,8 +30,12 @@ import secrets
 import shutil
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 from . import _shared, childhooks, envpolicy, signals, workspace
 from .errors import EngineLaunchError
@@ -114,6 +118,9 @@ class LaunchContext(DeathNotice):
         self.started = time.monotonic()
         self._spec: childhooks.ChildSpec | None = None
         self._pids_cache: list[int] | None = None
+        # tasks waiting on this engine's tokenizer manager: a death interrupts them (raw upstream
+        # Engine calls included; the facade converts the interruption into EngineDeadError)
+        self.waiting: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
         root = workspace.cache_root()
         self.state_dir = str(
             workspace.ensure_private_dir(root, ["run", f"{workspace.host_component()}-{self.owner_pid}-{self.id}"])
@@ -224,11 +231,23 @@ class LaunchContext(DeathNotice):
                 except Exception:  # already closed by upstream, or full
                     pass
         self._notify(listeners, message)
+        self._interrupt_waiting(message)
         for hook in list(_death_hooks):
             try:
                 hook(message)
             except Exception:
                 logger.exception("engine-death hook failed")
+
+    def _interrupt_waiting(self, message: str) -> None:
+        """Cancel every task still waiting on this engine, through its own loop, with the death
+        message: no answer will ever come (the shim has taken away upstream's SIGQUIT)."""
+        for task in list(self.waiting):
+            if task.done():
+                continue
+            try:
+                task.get_loop().call_soon_threadsafe(task.cancel, f"sglang_roll_compat: the engine died: {message}")
+            except RuntimeError:  # its loop is closed: nothing waits there any more
+                pass
 
     # -- ending -------------------------------------------------------------------------
     def terminate(self, timeout: float = 10.0) -> list[int]:
@@ -332,6 +351,9 @@ def engine_init(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict
         _pop(ctx)
     if instance is not None and hasattr(instance, "__dict__"):
         vars(instance)[CTX_ATTR] = ctx
+        tm = getattr(instance, "tokenizer_manager", None)
+        if tm is not None and hasattr(tm, "__dict__"):
+            vars(tm)[CTX_ATTR] = ctx
     with ctx._lock:
         if ctx.phase == "launching":
             ctx.phase = "running"
@@ -485,3 +507,19 @@ def serialize_subprocess_env(wrapped: Any, instance: Any, args: tuple[Any, ...],
     the edit, the child's start and the restore one critical section per process."""
     _shared.count_reached("subprocess_env_lock")
     return _SpawnEnvGuard(wrapped, args, kwargs)
+
+
+def request_started(tokenizer_manager: Any) -> None:
+    """A request enters the tokenizer manager of an engine launched under the shim (every upstream
+    request path calls ``auto_create_handle_loop`` first): remember the task that waits for it."""
+    ctx = vars(tokenizer_manager).get(CTX_ATTR) if hasattr(tokenizer_manager, "__dict__") else None
+    if ctx is None:
+        return
+    import asyncio  # loaded by then (a request runs on a loop); not at package import
+
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop: nothing to interrupt
+        return
+    if task is not None:
+        ctx.waiting.add(task)

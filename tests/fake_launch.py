@@ -39,6 +39,10 @@ class FakeTokenizerManager:
         self.block: Any = None  # an asyncio.Event-like to await before answering
         self.max_req_input_len = None
         self.startup_time = 0.0  # read by get_server_info from 0.5.22
+        # upstream's auto_create_handle_loop returns at once when its loop exists (no_create_loop
+        # up to 0.5.2, event_loop after): the real (patched) entry runs, the IPC loop is faked
+        self.no_create_loop = True
+        self.event_loop: Any = "the fake has no IPC loop"
 
     def record(self, name: str, *args: Any, **kwargs: Any) -> None:
         self.calls.append((name, args, kwargs))
@@ -46,17 +50,25 @@ class FakeTokenizerManager:
     def requests(self, name: str) -> list[Any]:
         return [args[0] for n, args, _ in self.calls if n == name and args]
 
+    def _enter(self) -> None:
+        """What every upstream request path does first: the real, patched
+        ``TokenizerManager.auto_create_handle_loop``, on this object."""
+        real = importlib.import_module("sglang.srt.managers.tokenizer_manager").TokenizerManager
+        real.auto_create_handle_loop(self)
+
     async def _maybe_block(self) -> None:
         if self.block is not None:
             await self.block.wait()
 
     async def generate_request(self, obj: Any, request: Any = None) -> AsyncIterator[dict[str, Any]]:
+        self._enter()
         self.record("generate_request", obj)
         await self._maybe_block()
         ids = obj.input_ids if getattr(obj, "input_ids", None) is not None else [0]
         yield {"text": "", "output_ids": [7, 8, 9], "meta_info": {"prompt_tokens": len(ids), "finish_reason": "length"}}
 
     async def update_weights_from_tensor(self, obj: Any, request: Any = None) -> tuple[bool, str]:
+        self._enter()
         self.record("update_weights_from_tensor", obj)
         await self._maybe_block()
         return True, "Success"

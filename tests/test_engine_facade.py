@@ -608,3 +608,37 @@ def test_engine_left_open_is_shut_down_at_interpreter_exit(tmp_path: Path) -> No
             proc.wait()
         if child is not None and _running(child["pid"], child["created"]):
             os.kill(child["pid"], signal.SIGKILL)
+
+
+def test_a_child_killed_interrupts_a_pending_call_of_the_raw_upstream_engine(fake: fake_launch.FakeLaunch) -> None:
+    """Frameworks that call SGLang's own Engine (ROLL does) get no SIGQUIT kill-tree under the
+    shim; a call waiting on a dead engine must not hang either: it is cancelled, with the death
+    message, through the request path every upstream call takes (auto_create_handle_loop)."""
+    fake.start_children = 1
+    e = Engine(**ARGS)
+    raw = e.upstream
+    (child,) = fake.children
+    fake.managers[-1].block = asyncio.Event()  # the request never completes on its own
+    outcome: dict[str, Any] = {}
+
+    def call() -> None:
+        asyncio.set_event_loop(asyncio.new_event_loop())  # as a framework's worker thread would
+        try:
+            raw.generate(input_ids=[1], sampling_params={"max_new_tokens": 1})
+        except BaseException as exc:  # recorded for the assertions below
+            outcome["error"] = exc
+            outcome["at"] = time.monotonic()
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    time.sleep(0.5)
+    killed_at = time.monotonic()
+    os.kill(child.pid, signal.SIGKILL)
+    worker.join(timeout=10)
+    try:
+        assert not worker.is_alive(), "the raw upstream call hung after its engine died"
+        assert isinstance(outcome["error"], asyncio.CancelledError)
+        assert "the engine died" in str(outcome["error"]) and "exited with code -9" in str(outcome["error"])
+        assert outcome["at"] - killed_at < 5.0
+    finally:
+        e.shutdown()
