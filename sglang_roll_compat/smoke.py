@@ -194,8 +194,11 @@ def _tokens(out: Any) -> list[int]:
     return list(out["output_ids"]) if isinstance(out, dict) else []
 
 
-def run_smoke(out_dir: str, model_path: str | None = None, cpu: bool = False, server: bool = False) -> dict[str, Any]:
-    """The smoke run itself; call it from any thread (the CLI runs it off the main thread)."""
+def run_smoke(
+    out_dir: str, model_path: str | None = None, cpu: bool = False, server: bool = False, tp: int = 1
+) -> dict[str, Any]:
+    """The smoke run itself; call it from any thread (the CLI runs it off the main thread).
+    ``tp`` > 1: one engine over that many GPUs (the policy and hooks checked in every scheduler)."""
     import torch
 
     pkg = import_module(".", __package__)  # this copy of the package (a vendored copy too)
@@ -207,6 +210,8 @@ def run_smoke(out_dir: str, model_path: str | None = None, cpu: bool = False, se
     os.environ[SMOKE_DIR_ENV] = out_dir
     pkg.add_child_hook(f"{__name__}:record_child_env")
     args = engine_args(model_path, cpu)
+    if tp > 1:
+        args["tp_size"] = tp
     device = "cpu" if cpu else "cuda"
     with open(os.path.join(args["model_path"], "config.json"), encoding="utf-8") as fh:
         config = json.load(fh)
@@ -219,6 +224,7 @@ def run_smoke(out_dir: str, model_path: str | None = None, cpu: bool = False, se
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "model": os.path.basename(args["model_path"]),
         "mode": "server" if server else "engine",
+        "tp": tp,
         "steps": {},
         "checks": {},
         "numbers": {},
@@ -319,6 +325,15 @@ def _check_children(results: dict[str, Any], out_dir: str) -> None:
     results["scheduler_env"] = schedulers[0]["env"]
     env = schedulers[0]["env"]
     expected = workspace.worker_dirs(workspace.worker_slot("smoke-0", ()))["flashinfer"]
+    tp = int(results.get("tp", 1))
+    if tp > 1:  # every tensor-parallel rank is a scheduler child: each must carry the policy
+        checks["hook_ran_in_every_scheduler"] = len(schedulers) == tp
+        same = ("FLASHINFER_WORKSPACE_BASE", "NCCL_CUMEM_ENABLE", "NCCL_NVLS_ENABLE", "CUDA_DEVICE_MAX_CONNECTIONS")
+        checks["policy_env_in_every_scheduler"] = all(
+            s["env"].get("FLASHINFER_WORKSPACE_BASE") == str(expected)
+            and all(s["env"].get(n) == env.get(n) for n in same)
+            for s in schedulers
+        )
     base = env.get("FLASHINFER_WORKSPACE_BASE") or ""
     checks["flashinfer_workspace_private"] = base == str(expected)
     try:
@@ -589,6 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", action="store_true", help="through ServerEngine (SGLang's HTTP server)")
     parser.add_argument("--two-engines", action="store_true", help="two engines from two threads (GPUs 0 and 1)")
     parser.add_argument("--weight-sync", action="store_true", help="trainer rank 0 -> engine over a process group")
+    parser.add_argument("--tp", type=int, default=1, help="tensor-parallel size of the smoke's engine (GPUs)")
     args = parser.parse_args(argv)
     if args.baseline:
         result = run_baseline(args.model_path, patched=args.baseline == "patched")
@@ -608,12 +624,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if result.get("ok") else 1
     holder: dict[str, Any] = {}
     worker = threading.Thread(
-        target=lambda: holder.update(run_smoke(args.out, args.model_path, args.cpu, args.server)),
+        target=lambda: holder.update(run_smoke(args.out, args.model_path, args.cpu, args.server, args.tp)),
         name="rollout-worker-0",
     )
     worker.start()
     worker.join()
-    name = "smoke-server.json" if args.server else "smoke.json"
+    name = ("smoke-server" if args.server else "smoke") + (f"-tp{args.tp}" if args.tp > 1 else "") + ".json"
     with open(os.path.join(args.out, name), "w", encoding="utf-8") as fh:
         json.dump(holder, fh, indent=2, default=str)
     print(json.dumps(holder, indent=2, default=str))

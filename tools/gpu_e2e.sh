@@ -2,7 +2,7 @@
 # The GPU end-to-end run of sglang_roll_compat (docs/gpu-e2e.md), in two halves:
 #
 #   tools/gpu_e2e.sh prepare        # here (any x86-64 machine with pip, no GPU): builds .whl/
-#   tools/gpu_e2e.sh device OUTDIR [all|weight-sync|two-engines|recheck]
+#   tools/gpu_e2e.sh device OUTDIR [all|weight-sync|two-engines|recheck|multi-gpu]
 #                                   # there (the GPU machine: torch 2.11.0, Python 3.12, no
 #                                   # network); weight-sync / two-engines run only that step,
 #                                   # recheck: two engines, smoke, smoke --server (no baselines)
@@ -61,6 +61,17 @@ device)
     cp /tmp/smoke-two/two-engines.json "$OUT"/ 2>>"$LOG" || true
   }
   if [ "$WHAT" = two-engines ]; then two_engines; exit 0; fi
+  if [ "$WHAT" = multi-gpu ]; then  # a machine with 2+ GPUs: the multi-GPU issue's three runs
+    echo "== smoke --tp 2" >>"$LOG"
+    rc=0; timeout 240 python3 -m sglang_roll_compat smoke --tp 2 --out /tmp/smoke-tp >>"$LOG" 2>&1 || rc=$?
+    echo "smoke --tp 2 rc=$rc" >>"$LOG"; cp /tmp/smoke-tp/smoke-tp2.json "$OUT"/ 2>>"$LOG" || true
+    echo "== smoke --weight-sync" >>"$LOG"
+    rc=0; timeout 240 python3 -m sglang_roll_compat smoke --weight-sync --out /tmp/smoke-ws >>"$LOG" 2>&1 || rc=$?
+    echo "smoke --weight-sync rc=$rc" >>"$LOG"; cp /tmp/smoke-ws/weight-sync.json "$OUT"/ 2>>"$LOG" || true
+    two_engines
+    nvidia-smi --query-gpu=index,name,memory.used --format=csv >>"$LOG" 2>&1 || true
+    exit 0
+  fi
   echo "== smoke" >>"$LOG"
   rc=0; timeout 300 python3 -m sglang_roll_compat smoke --out /tmp/smoke >>"$LOG" 2>&1 || rc=$?
   echo "smoke rc=$rc" >>"$LOG"
