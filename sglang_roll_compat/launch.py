@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     import asyncio
 
 from . import _shared, childhooks, envpolicy, signals, workspace
-from .errors import EngineLaunchError
+from .errors import EngineDeadError, EngineLaunchError
 from .watchdog import WATCHDOG, DeathNotice
 
 logger = logging.getLogger(__name__)
@@ -523,3 +523,7 @@ def request_started(tokenizer_manager: Any) -> None:
         return
     if task is not None:
         ctx.waiting.add(task)
+    if ctx.error is not None:  # after joining: a death from now on finds the task in ``waiting``
+        if task is not None:
+            ctx.waiting.discard(task)
+        raise EngineDeadError(ctx.error, ctx.reports())

@@ -640,5 +640,20 @@ def test_a_child_killed_interrupts_a_pending_call_of_the_raw_upstream_engine(fak
         assert isinstance(outcome["error"], asyncio.CancelledError)
         assert "the engine died" in str(outcome["error"]) and "exited with code -9" in str(outcome["error"])
         assert outcome["at"] - killed_at < 5.0
+        # a raw call made after the death fails at once (on two H200s it waited forever)
+        late: dict[str, Any] = {}
+
+        def late_call() -> None:
+            asyncio.set_event_loop(asyncio.new_event_loop())
+            try:
+                raw.update_weights_from_tensor([("model.norm.weight", torch.ones(2))], load_format="direct")
+            except BaseException as exc:  # recorded for the assertions below
+                late["error"] = exc
+
+        after = threading.Thread(target=late_call)
+        after.start()
+        after.join(timeout=5)
+        assert not after.is_alive(), "a raw call on a dead engine hung"
+        assert isinstance(late["error"], EngineDeadError) and "exited with code -9" in str(late["error"])
     finally:
         e.shutdown()
