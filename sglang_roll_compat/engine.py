@@ -126,6 +126,9 @@ class Engine(FacadeBase):
     def _serializer(self) -> Any:
         return importlib.import_module(ENGINE_MODULE).MultiprocessingSerializer
 
+    def _server_arg(self, name: str) -> Any:
+        return getattr(self.server_args, name, None)
+
     def _tp_size(self) -> int:
         return int(getattr(self.server_args, "tp_size", 1))
 

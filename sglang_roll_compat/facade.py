@@ -245,6 +245,10 @@ class FacadeBase:
     def _tp_size(self) -> int:
         raise NotImplementedError
 
+    def _server_arg(self, name: str) -> Any:
+        """A server argument of the running engine; None when this transport does not know it."""
+        raise NotImplementedError
+
     def _child_pids(self) -> list[int]:
         raise NotImplementedError
 
@@ -359,6 +363,7 @@ class FacadeBase:
     ) -> tuple[bool, str]:
         """Load ``(name, tensor)`` pairs into the engine (Hugging Face parameter names)."""
         tensors = _check_named_tensors(named_tensors)
+        self._check_tensor_devices(tensors)
         bucket_cls = _flattened_bucket() if load_format is None else None
         if bucket_cls is None:
             batches: list[tuple[Any, str | None]] = [(tensors, load_format)]
@@ -381,6 +386,30 @@ class FacadeBase:
             if not result[0]:
                 return result
         return result
+
+    def _check_tensor_devices(self, tensors: list[tuple[str, Any]]) -> None:
+        """CUDA tensors travel as CUDA IPC handles and each scheduler loads them on its own GPU:
+        a tensor on another GPU makes the scheduler fail ("CUDA error: invalid argument", seen
+        on two H200s) and the engine die. Refuse that before anything is sent."""
+        tp = self._tp_size()
+        base, step = self._server_arg("base_gpu_id"), self._server_arg("gpu_id_step") or 1
+        for name, tensor in tensors:
+            device = tensor.device
+            if device.type != "cuda":
+                continue
+            if tp > 1:
+                raise ValueError(
+                    f"{name} is on {device}: with tp_size={tp} every rank would get handles to that one GPU's "
+                    "memory, which the ranks on other GPUs cannot load. Pass CPU tensors (in-process engine: "
+                    "shared memory, every rank loads them) or use update_weights_from_distributed"
+                )
+            index = device.index if device.index is not None else _current_cuda_device()
+            if base is not None and index != int(base):
+                raise ValueError(
+                    f"{name} is on {device} but the engine runs on cuda:{base} (base_gpu_id; step {step}): "
+                    f"its scheduler cannot load another GPU's memory. Move the tensors there "
+                    f"(tensor.to('cuda:{base}')) or use update_weights_from_distributed"
+                )
 
     def update_weights_from_tensor(self, *args: Any, **kwargs: Any) -> tuple[bool, str]:
         return self._run(self.async_update_weights_from_tensor(*args, **kwargs))
@@ -722,3 +751,9 @@ def _canceller(inflight: set[asyncio.Task[Any]]) -> Callable[[EngineDeadError], 
                 pass
 
     return cancel_all
+
+
+def _current_cuda_device() -> int:
+    import torch
+
+    return int(torch.cuda.current_device())

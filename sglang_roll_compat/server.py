@@ -472,6 +472,13 @@ class ServerEngine(FacadeBase):
         serializer = importlib.import_module(ENGINE_MODULE).MultiprocessingSerializer
         return serializer.serialize(payload, output_str=True)
 
+    def _server_arg(self, name: str) -> Any:
+        if name in self._server_args:
+            return self._server_args[name]
+        if self._process is not None and name == "base_gpu_id":
+            return 0  # SGLang's default, for a server this object started
+        return None  # a server someone else started: not known here
+
     def _tp_size(self) -> int:
         return int(self._server_args.get("tp_size", 1) or 1)
 

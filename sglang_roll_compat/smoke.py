@@ -212,7 +212,8 @@ def run_smoke(
     args = engine_args(model_path, cpu)
     if tp > 1:
         args["tp_size"] = tp
-    device = "cpu" if cpu else "cuda"
+    # tp > 1: the ranks sit on different GPUs, so the tensors go through CPU shared memory
+    device = "cpu" if cpu or tp > 1 else "cuda"
     with open(os.path.join(args["model_path"], "config.json"), encoding="utf-8") as fh:
         config = json.load(fh)
     results: dict[str, Any] = {
@@ -513,9 +514,12 @@ def run_weight_sync(out_dir: str, model_path: str | None = None, cpu: bool = Fal
         weights_b = model_tensors(config, seed=2, device=trainer_device)
         size = _nbytes(weights_a)
         results["numbers"]["bytes"] = size
-        engine.update_weights_from_tensor(weights_a)
+        # the reference updates go by tensor, which the engine's scheduler loads from its own GPU
+        # (a tensor on the trainer's GPU 0 is refused for an engine on GPU 1)
+        engine_device = "cpu" if cpu else f"cuda:{engine_gpu}"
+        engine.update_weights_from_tensor([(n, t.to(engine_device)) for n, t in weights_a])
         tokens_a = _tokens(_generate(engine))
-        engine.update_weights_from_tensor(weights_b)
+        engine.update_weights_from_tensor([(n, t.to(engine_device)) for n, t in weights_b])
         tokens_b = _tokens(_generate(engine))
 
         port = free_port()

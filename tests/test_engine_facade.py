@@ -657,3 +657,41 @@ def test_a_child_killed_interrupts_a_pending_call_of_the_raw_upstream_engine(fak
         assert isinstance(late["error"], EngineDeadError) and "exited with code -9" in str(late["error"])
     finally:
         e.shutdown()
+
+
+class _OnGpu(torch.Tensor):
+    """A CPU tensor that reports a CUDA device (this machine has none): enough for the device
+    check, which runs before anything is serialized for the scheduler."""
+
+    gpu = 0
+
+    @property
+    def device(self) -> Any:  # type: ignore[override]
+        return torch.device("cuda", type(self).gpu)
+
+
+class _OnGpu1(_OnGpu):
+    gpu = 1
+
+
+def _on_gpu(tensor: Any, gpu: int) -> Any:
+    return tensor.as_subclass(_OnGpu1 if gpu == 1 else _OnGpu)
+
+
+def test_tensors_on_another_gpu_are_refused_before_anything_is_sent(fake: fake_launch.FakeLaunch) -> None:
+    """On two H200s a tensor on cuda:0 handed to an engine on cuda:1 (or to a tp=2 engine) made
+    the scheduler fail with "CUDA error: invalid argument" and the engine die."""
+    with Engine(**ARGS) as e:  # base_gpu_id 0
+        tm = fake.managers[-1]
+        before = len(tm.calls)
+        with pytest.raises(ValueError, match=r"engine runs on cuda:0"):
+            e.update_weights_from_tensor([("model.norm.weight", _on_gpu(torch.ones(2), 1))])
+        assert len(tm.calls) == before
+        assert e.update_weights_from_tensor([("model.norm.weight", _on_gpu(torch.ones(2), 0))], load_format="direct")[0]
+    with Engine(**{**ARGS, "tp_size": 2}) as e2:
+        tm2 = fake.managers[-1]
+        before = len(tm2.calls)
+        with pytest.raises(ValueError, match=r"tp_size=2.*CPU tensors"):
+            e2.update_weights_from_tensor([("model.norm.weight", _on_gpu(torch.ones(2), 0))])
+        assert len(tm2.calls) == before
+        assert e2.update_weights_from_tensor([("model.norm.weight", torch.ones(2))], load_format="direct")[0]

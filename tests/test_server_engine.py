@@ -31,7 +31,8 @@ ARGS = dict(model_path=tiny_model_path(), load_format="dummy", skip_tokenizer_in
 def start(tmp_path: Path, scenario: str = "healthy", **kwargs: Any) -> ServerEngine:
     os.environ["SGLANG_ROLL_COMPAT_CACHE_DIR"] = str(tmp_path / "cache")
     command = [sys.executable, str(HERE / "fake_server.py"), "{spec}", scenario, str(tmp_path)]
-    return ServerEngine(command=command, startup_timeout=kwargs.pop("startup_timeout", 60), **ARGS, **kwargs)
+    startup_timeout = kwargs.pop("startup_timeout", 60)
+    return ServerEngine(command=command, startup_timeout=startup_timeout, **{**ARGS, **kwargs})
 
 
 def records(tmp_path: Path, name: str = "requests") -> list[dict[str, Any]]:
@@ -68,7 +69,8 @@ def test_every_method_reaches_its_endpoint_with_the_release_schema(server: Serve
     with pytest.raises(ValueError, match="CUDA device"):  # CPU tensors cannot cross into the server
         server.update_weights_from_tensor(named)
     fake_cuda = [(name, FakeCudaTensor(t)) for name, t in named]
-    assert server.update_weights_from_tensor(fake_cuda, load_format="direct") == (True, "Success")
+    with pytest.raises(ValueError, match="tp_size=2"):  # one GPU's tensors cannot feed two ranks
+        server.update_weights_from_tensor(fake_cuda, load_format="direct")
     assert server.init_weights_update_group("127.0.0.1", 29500, 1, 2, "g") == (True, "Success")
     group = {"group_name": "g"} if caps["update_weights_from_distributed"]["support"] == "native" else {}
     assert server.update_weights_from_distributed(["a"], ["bfloat16"], [[2]], **group)[0] is True
@@ -88,10 +90,7 @@ def test_every_method_reaches_its_endpoint_with_the_release_schema(server: Serve
         server.continue_generation()
     seen = {r["path"]: r for r in records(shared_dir)}
     assert seen["/generate"]["body"]["input_ids"] == [1, 2]
-    update = [r for r in records(shared_dir) if r["path"] == "/update_weights_from_tensor"]
-    for r in update:
-        assert len(r["body"]["serialized_named_tensors"]) == 2  # one per tp rank
-        base64.b64decode(r["body"]["serialized_named_tensors"][0], validate=True)  # base64 text on the wire
+    assert not [r for r in records(shared_dir) if r["path"] == "/update_weights_from_tensor"]
     assert seen["/init_weights_update_group"]["body"]["group_name"] == "g"
     if "/abort_request" in release_routes():
         assert seen["/abort_request"]["body"] == {"rid": "r1"}
@@ -212,8 +211,21 @@ def test_malformed_responses_are_clear_errors(tmp_path: Path) -> None:
         engine.shutdown()
 
 
+def test_update_weights_from_tensor_sends_cuda_ipc_handles_as_text(tmp_path: Path) -> None:
+    engine = start(tmp_path, tp_size=1)
+    try:
+        named = [("lm_head.weight", torch.ones(2, 2, dtype=torch.bfloat16)), ("model.norm.weight", torch.ones(2))]
+        fake_cuda = [(name, FakeCudaTensor(t)) for name, t in named]
+        assert engine.update_weights_from_tensor(fake_cuda, load_format="direct") == (True, "Success")
+        (sent,) = [r for r in records(tmp_path) if r["path"] == "/update_weights_from_tensor"]
+        assert len(sent["body"]["serialized_named_tensors"]) == 1  # one per tp rank
+        base64.b64decode(sent["body"]["serialized_named_tensors"][0], validate=True)  # base64 text on the wire
+    finally:
+        engine.shutdown()
+
+
 def test_a_request_that_may_have_run_is_never_resent(tmp_path: Path) -> None:
-    engine = start(tmp_path, "drop_update")
+    engine = start(tmp_path, "drop_update", tp_size=1)
     try:
         with pytest.raises(ServerResponseError, match="connection broke"):
             engine.update_weights_from_tensor([("lm_head.weight", FakeCudaTensor(torch.ones(2)))], load_format="direct")
