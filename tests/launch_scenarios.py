@@ -80,7 +80,10 @@ def main() -> None:
     if scenario == "unpatched":
         sglang_roll_compat.unpatch()
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
-    hook = "childhook_probe:explode" if scenario == "hook_fails" else "childhook_probe:leave_marker"
+    hook = {
+        "hook_fails": "childhook_probe:explode",
+        "hook_missing": "childhook_probe_nowhere:leave_marker",  # fails to import in the child
+    }.get(scenario, "childhook_probe:leave_marker")
     write()  # if the launch kills us, the file says how far we got
     if scenario == "thread":
 

@@ -114,6 +114,15 @@ def test_a_failing_child_hook_fails_the_launch_naming_the_hook(root: Path) -> No
     assert result["children_left"] == []
 
 
+def test_a_child_hook_that_fails_to_import_fails_the_launch_naming_the_hook(root: Path) -> None:
+    result = run_scenario("hook_missing", root)
+    assert result.get("survived"), result["stderr_tail"]
+    assert result["exception"] == "EngineLaunchError"
+    assert "childhook_probe_nowhere:leave_marker" in result["message"]
+    assert "No module named 'childhook_probe_nowhere'" in result["message"]
+    assert result["children_left"] == []
+
+
 def test_control_without_the_shim_the_caller_is_killed(root: Path) -> None:
     """Proves the scenario really exercises the failure the shim exists for."""
     result = run_scenario("unpatched", root)
