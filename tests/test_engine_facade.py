@@ -361,6 +361,27 @@ def test_upstream_shutdown_would_kill_the_bystander_too(fake: fake_launch.FakeLa
         e.shutdown()
 
 
+def _call_then_kill(call: Any, pid: int) -> tuple[dict[str, Any], float, threading.Thread]:
+    """Run ``call`` in a thread, SIGKILL ``pid`` while it waits, and wait up to 10 s for it:
+    returns what it raised (and when), the moment of the kill, and the thread."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:  # recorded for the caller's assertions
+            outcome["error"] = exc
+            outcome["at"] = time.monotonic()
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    time.sleep(0.5)
+    killed_at = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    worker.join(timeout=10)
+    return outcome, killed_at, worker
+
+
 def test_a_child_killed_mid_call_fails_the_call_within_5s(fake: fake_launch.FakeLaunch) -> None:
     import psutil
 
@@ -368,21 +389,7 @@ def test_a_child_killed_mid_call_fails_the_call_within_5s(fake: fake_launch.Fake
     e = Engine(**ARGS)
     (child,) = fake.children
     fake.managers[-1].block = asyncio.Event()  # the request never completes on its own
-    outcome: dict[str, Any] = {}
-
-    def call() -> None:
-        try:
-            e.generate(input_ids=[1])
-        except BaseException as exc:  # recorded for the assertion below
-            outcome["error"] = exc
-            outcome["at"] = time.monotonic()
-
-    worker = threading.Thread(target=call)
-    worker.start()
-    time.sleep(0.5)
-    killed_at = time.monotonic()
-    os.kill(child.pid, signal.SIGKILL)
-    worker.join(timeout=10)
+    outcome, killed_at, worker = _call_then_kill(lambda: e.generate(input_ids=[1]), child.pid)
     assert not worker.is_alive()
     assert isinstance(outcome["error"], EngineDeadError)
     assert outcome["at"] - killed_at < 5.0
@@ -619,22 +626,12 @@ def test_a_child_killed_interrupts_a_pending_call_of_the_raw_upstream_engine(fak
     raw = e.upstream
     (child,) = fake.children
     fake.managers[-1].block = asyncio.Event()  # the request never completes on its own
-    outcome: dict[str, Any] = {}
 
     def call() -> None:
         asyncio.set_event_loop(asyncio.new_event_loop())  # as a framework's worker thread would
-        try:
-            raw.generate(input_ids=[1], sampling_params={"max_new_tokens": 1})
-        except BaseException as exc:  # recorded for the assertions below
-            outcome["error"] = exc
-            outcome["at"] = time.monotonic()
+        raw.generate(input_ids=[1], sampling_params={"max_new_tokens": 1})
 
-    worker = threading.Thread(target=call)
-    worker.start()
-    time.sleep(0.5)
-    killed_at = time.monotonic()
-    os.kill(child.pid, signal.SIGKILL)
-    worker.join(timeout=10)
+    outcome, killed_at, worker = _call_then_kill(call, child.pid)
     try:
         assert not worker.is_alive(), "the raw upstream call hung after its engine died"
         assert isinstance(outcome["error"], asyncio.CancelledError)
