@@ -46,12 +46,9 @@ def _preflight(args: argparse.Namespace) -> int:
     from .preflight_checks import ERROR, preflight, render, worst
 
     try:
-        server_args = json.loads(args.server_args) if args.server_args else {}
-    except json.JSONDecodeError as exc:
-        print(f"error: --server-args is not valid JSON: {exc}", file=sys.stderr)
-        return 1
-    if not isinstance(server_args, dict):
-        print("error: --server-args must be a JSON object", file=sys.stderr)
+        server_args = _server_args_json(args.server_args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     findings = preflight(server_args)
     print(json.dumps([f.as_dict() for f in findings], indent=2) if args.json else render(findings))

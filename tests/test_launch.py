@@ -105,21 +105,22 @@ def test_off_main_thread_inside_a_running_loop(root: Path) -> None:
     assert {p["role"] for p in result["hook_payloads"]} == {"scheduler"}
 
 
-def test_a_failing_child_hook_fails_the_launch_naming_the_hook(root: Path) -> None:
-    result = run_scenario("hook_fails", root)
+@pytest.mark.parametrize(
+    ("scenario", "hook", "cause"),
+    [
+        ("hook_fails", "childhook_probe:explode", "probe hook exploded on purpose"),
+        ("hook_missing", "childhook_probe_nowhere:leave_marker", "No module named 'childhook_probe_nowhere'"),
+    ],
+    ids=["raises", "fails-to-import"],
+)
+def test_a_failing_child_hook_fails_the_launch_naming_the_hook(
+    root: Path, scenario: str, hook: str, cause: str
+) -> None:
+    result = run_scenario(scenario, root)
     assert result.get("survived"), result["stderr_tail"]
     assert result["exception"] == "EngineLaunchError"
-    assert "childhook_probe:explode" in result["message"]
-    assert "probe hook exploded on purpose" in result["message"]
-    assert result["children_left"] == []
-
-
-def test_a_child_hook_that_fails_to_import_fails_the_launch_naming_the_hook(root: Path) -> None:
-    result = run_scenario("hook_missing", root)
-    assert result.get("survived"), result["stderr_tail"]
-    assert result["exception"] == "EngineLaunchError"
-    assert "childhook_probe_nowhere:leave_marker" in result["message"]
-    assert "No module named 'childhook_probe_nowhere'" in result["message"]
+    assert hook in result["message"]
+    assert cause in result["message"]
     assert result["children_left"] == []
 
 
