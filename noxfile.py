@@ -92,10 +92,11 @@ def _ensure_base(session: nox.Session) -> str:
         if not (stamp.exists() and stamp.read_text() == want and _base_python().exists()):
             session.log(f"building the shared base venv {BASE} (torch 2.13.0 CPU, triton, common deps)")
             shutil.rmtree(BASE, ignore_errors=True)
-            session.run(sys.executable, "-m", "venv", str(BASE), external=True)
+            # run_install: these are install steps, so `nox --install-only` builds the base too
+            session.run_install(sys.executable, "-m", "venv", str(BASE), external=True)
             pip = [str(_base_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-            session.run(*pip, "torch==2.13.0", external=True)
-            session.run(*pip, "-r", str(ENVS / "base.txt"), "-c", str(_torch_constraint(session)), external=True)
+            session.run_install(*pip, "torch==2.13.0", external=True)
+            session.run_install(*pip, "-r", str(ENVS / "base.txt"), "-c", str(_torch_constraint(session)), external=True)
             stamp.write_text(want)
     return _base_site()
 
