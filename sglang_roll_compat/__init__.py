@@ -40,7 +40,7 @@ from .patching import Patcher, PatchStatus
 
 if TYPE_CHECKING:
     from .engine import Engine
-    from .planner import plan_from_config
+    from .roll.planner import plan_from_config
     from .preflight_checks import preflight
     from .server import ServerEngine
 
@@ -135,7 +135,7 @@ _LAZY = {
     "Engine": ".engine",
     "ServerEngine": ".server",
     "preflight": ".preflight_checks",
-    "plan_from_config": ".planner",
+    "plan_from_config": ".roll.planner",
 }
 
 

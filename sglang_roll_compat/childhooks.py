@@ -13,8 +13,10 @@ the pickling of the original. So the parent hands ``multiprocessing`` a
    the owner kill-tree itself, the trainer included) and writes an error report instead, which
    the owner's watchdog turns into an exception;
 3. leaves a "reached" marker per role, runs the hooks registered with :func:`add_child_hook`
-   (scheduler and DP-controller roles), and in a DP controller hooks the schedulers it starts;
-4. calls the original entry point.
+   (scheduler and DP-controller roles);
+4. calls the target it was given (for a DP controller, ``mpproxy`` hands over the original
+   wrapped so that the schedulers it starts are hooked too: this module depends on no other
+   module of the launch path).
 
 This module imports nothing heavy: a child imports it while unpickling its target.
 """
@@ -225,10 +227,6 @@ def child_entry(role: str, spec: ChildSpec, target: Callable[..., Any], *args: A
     _mark_reached(spec, role)
     if role in HOOK_ROLES:
         run_hooks(spec, role)
-    if role == "dp_controller":
-        from . import mpproxy
-
-        mpproxy.install_in_child("sglang.srt.managers.data_parallel_controller")
     try:
         result = target(*args, **kwargs)
     except BaseException:

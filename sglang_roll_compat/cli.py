@@ -30,7 +30,7 @@ def _versions(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from . import planner
+    from .roll import planner
     from .errors import PlanError
 
     try:

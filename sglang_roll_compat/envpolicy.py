@@ -54,6 +54,27 @@ class EnvFacts:
     # TORCHINDUCTOR_CACHE_DIR, CUDA_CACHE_PATH) under $SGLANG_CACHE_DIR in the caller (0.5.18+,
     # sglang.srt.environ.redirect_third_party_caches): such a value is SGLang's, not the user's
     sglang_cache_defaults: bool = False
+    # names upstream's _set_envs_and_config sets on every release of the family, and those only
+    # some releases of it set (release -> names); read from the wheels, used by the extras below
+    upstream_sets: frozenset[str] = frozenset()
+    upstream_sets_by_release: tuple[tuple[str, frozenset[str]], ...] = ()
+
+    def sets_upstream(self, name: str, release: str | None) -> bool:
+        """True when this family's upstream ``_set_envs_and_config`` sets ``name`` itself."""
+        if name in self.upstream_sets:
+            return True
+        return any(release == r and name in names for r, names in self.upstream_sets_by_release)
+
+
+@dataclass(frozen=True)
+class ExtraVar:
+    """A variable a framework profile adds to the policy (``roll`` sets TF_CPP_MIN_LOG_LEVEL…):
+    set to ``value`` only where neither the user nor upstream sets it."""
+
+    name: str
+    value: str
+    reason: str
+    upstream: bool = False  # the family data says upstream's _set_envs_and_config sets it
 
 
 @dataclass(frozen=True)
@@ -102,6 +123,13 @@ MANAGED_NAMES = (
     "SGLANG_BLOCK_NONZERO_RANK_CHILDREN",
     "FLASHINFER_WORKSPACE_BASE",
     "TRITON_CACHE_DIR",
+)
+# Touched only while a framework profile is armed (``sglang_roll_compat.roll``).
+PROFILE_NAMES = (
+    "TF_CPP_MIN_LOG_LEVEL",
+    "CUTE_DSL_LOG_LEVEL",
+    "CUTE_DSL_LOG_TO_CONSOLE",
+    "TORCH_NCCL_AVOID_RECORD_STREAMS",
 )
 
 
@@ -209,6 +237,21 @@ class _Planner:
         action = "keep" if current == new else "set"
         self.changes.append(EnvChange(name, current, new, action, why, scope, warn))
 
+    def extra(self, var: ExtraVar) -> None:
+        current = self.environ.get(var.name)
+        user = self.user.get(var.name)
+        if user:
+            new, why = user, f"your value is kept ({var.reason})"
+            if current != user:
+                why = f"your value is restored after SGLang overwrote it with {current!r} ({var.reason})"
+        elif var.upstream or (current is not None and user is None):
+            new = current if current is not None else var.value
+            why = f"SGLang sets it itself on this release; left as SGLang's ({var.reason})"
+        else:
+            new, why = var.value, var.reason
+        action = "keep" if current == new else "set"
+        self.changes.append(EnvChange(var.name, current, new, action, why, PROCESS, False))
+
     def remove(self, name: str, reason: str, scope: str) -> None:
         current = self.environ.get(name)
         if current is not None:
@@ -223,12 +266,14 @@ def plan(
     user_env: Mapping[str, str] | None = None,
     facts: EnvFacts | None = None,
     cache_environ: Mapping[str, str] | None = None,
+    extras: Sequence[ExtraVar] = (),
 ) -> list[EnvChange]:
     """The ordered env changes for one engine launch.
 
     ``environ`` is the environment as it is now (after upstream's ``_set_envs_and_config`` when
     called from the launch path); ``user_env`` what the user had set before the launch (defaults
-    to ``environ``). Pure: reads nothing else, writes nothing, creates no directory.
+    to ``environ``). ``extras`` come from a framework profile (``sglang_roll_compat.roll``).
+    Pure: reads nothing else, writes nothing, creates no directory.
     """
     facts = facts or EnvFacts()
     server_args = resolved(server_args, facts)
@@ -292,6 +337,8 @@ def plan(
         "an in-process Engine on node_rank >= 1 must return instead of blocking",
         _valid_flag,
     )
+    for var in extras:
+        p.extra(var)
     dirs = workspace.worker_dirs(worker.slot, cache_environ)
     p.decide(
         "FLASHINFER_WORKSPACE_BASE",

@@ -83,7 +83,7 @@ def build_patches(family: Family) -> tuple[Patch, ...]:
             TOKENIZER_MANAGER,
             "TokenizerManager.auto_create_handle_loop",
             "at the first request SGLang takes the caller's SIGTERM/SIGQUIT; the caller's handlers come back",
-            wrapper=signals.tokenizer_handlers,
+            wrapper=launch.tokenizer_handlers,
         ),
         Patch(
             "subprocess_env_lock",

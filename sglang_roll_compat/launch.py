@@ -411,6 +411,23 @@ def _failure_message(ctx: LaunchContext) -> str | None:
         time.sleep(0.05)
 
 
+def profile_env(env_before: Mapping[str, str]) -> tuple[list[envpolicy.ExtraVar], str | None]:
+    """The extra variables and the worker name (from an environment variable such as ROLL's
+    ``WORKER_NAME``) of the framework profiles armed in this process (``shared.profiles``:
+    builtins only, so every copy of the package reads them; see ``sglang_roll_compat.roll``)."""
+    shared = _shared.state()
+    with shared.lock:
+        profiles = [dict(p) for p in shared.__dict__.get("profiles", {}).values()]
+    extras: list[envpolicy.ExtraVar] = []
+    name = None
+    for profile in profiles:
+        extras.extend(envpolicy.ExtraVar(*entry) for entry in profile.get("extras", ()))
+        var = profile.get("worker_name_env")
+        if name is None and var and env_before.get(var):
+            name = env_before[var]
+    return extras, name
+
+
 def set_envs_and_config(facts: envpolicy.EnvFacts) -> Any:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         _shared.count_reached("set_envs_and_config")
@@ -423,8 +440,13 @@ def set_envs_and_config(facts: envpolicy.EnvFacts) -> Any:
             logger.debug("restored the caller's %s handler(s) after SGLang's", ", ".join(restored))
         server_args = args[0] if args else kwargs.get("server_args")
         name = ctx.worker_name if ctx is not None else _pending_worker_name()
+        extras, name_from_env = profile_env(env_before)
+        if name is None:
+            name = name_from_env
+        if ctx is not None and ctx.worker_name is None:
+            ctx.worker_name = name
         worker = envpolicy.worker_from_args(server_args, name, os.environ, facts)
-        changes = envpolicy.plan(server_args, os.environ, worker, user_env=env_before, facts=facts)
+        changes = envpolicy.plan(server_args, os.environ, worker, user_env=env_before, facts=facts, extras=extras)
         ours = {
             c.name
             for c in changes
@@ -507,6 +529,17 @@ def serialize_subprocess_env(wrapped: Any, instance: Any, args: tuple[Any, ...],
     the edit, the child's start and the restore one critical section per process."""
     _shared.count_reached("subprocess_env_lock")
     return _SpawnEnvGuard(wrapped, args, kwargs)
+
+
+def tokenizer_handlers(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Wraps ``TokenizerManager.auto_create_handle_loop``, which every request path of upstream
+    calls first: the waiting task is noted (a scheduler death then interrupts it, see
+    :func:`request_started`), and the caller's signal handlers are kept
+    (:func:`signals.keep_callers_handlers`)."""
+    # called through the class with an object that is no TokenizerManager, wrapt passes it first
+    tm = instance if instance is not None else (args[0] if args else None)
+    request_started(tm)
+    return signals.keep_callers_handlers(tm, lambda: wrapped(*args, **kwargs))
 
 
 def request_started(tokenizer_manager: Any) -> None:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # wrapt < 2 has no runtime subscription of ObjectProxy
 else:
     _ObjectProxy = wrapt.ObjectProxy
 
-from . import _shared, childhooks
+from . import _shared, childhooks, launch
 
 _ROLE_BY_NAME = {
     "run_scheduler_process": "scheduler",
@@ -51,8 +51,6 @@ def role_of(target: Any, scheduler_targets: tuple[str, ...] = ()) -> str:
 
 def _active_source() -> Any:
     """The launch context of this thread (parent) or the child spec (inside a DP controller)."""
-    from . import launch
-
     ctx = launch.current()
     if ctx is not None:
         return ctx
@@ -80,6 +78,8 @@ class TrackedProcess(multiprocessing.Process):
             else:
                 ctx, spec = source, source.child_spec()
             role = role_of(target, spec.scheduler_targets)
+            if role == "dp_controller":
+                target = functools.partial(dp_controller_entry, target)
             target = functools.partial(childhooks.child_entry, role, spec, target)
             _shared.count_reached("child_processes")
         super().__init__(group, target, name, args, kwargs or {}, daemon=daemon)
@@ -94,8 +94,6 @@ class MultiprocessingProxy(_ObjectProxy):
 
     def Pipe(self, duplex: bool = True) -> Any:  # noqa: N802 - the multiprocessing name
         pair = self.__wrapped__.Pipe(duplex)
-        from . import launch
-
         ctx = launch.current()
         if ctx is not None:
             ctx.track_pipe(pair)
@@ -106,6 +104,16 @@ def make_proxy(original: Any) -> MultiprocessingProxy:
     if original is not multiprocessing:
         raise TypeError(f"expected the multiprocessing module, found {original!r}")
     return MultiprocessingProxy(original)
+
+
+DP_CONTROLLER_MODULE = "sglang.srt.managers.data_parallel_controller"
+
+
+def dp_controller_entry(target: Any, *args: Any, **kwargs: Any) -> Any:
+    """Inside a DP-controller child (behind ``child_entry``): hook the schedulers it starts,
+    then run SGLang's controller."""
+    install_in_child(DP_CONTROLLER_MODULE)
+    return target(*args, **kwargs)
 
 
 def install_in_child(module_name: str) -> None:

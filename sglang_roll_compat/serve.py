@@ -12,10 +12,13 @@ process exits (status 70) instead of serving a dead engine.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +31,24 @@ def _exit_on_child_death(message: str) -> None:
     os._exit(EXIT_CHILD_DIED)
 
 
+def run_server(server_args: Any, hooks: Sequence[str] = (), worker_name: str | None = None) -> None:
+    """SGLang's own ``http_server.launch_server(server_args)`` in this process, with the shim
+    armed: the launch patches, the env policy and ``hooks`` (plus those already registered here)
+    reach the server's children; a child that dies after launch ends this process (status 70).
+    This process is SGLang's server, so SGLang's own signal handlers stay."""
+    importlib.import_module(__package__ or "")  # the package: gate and patches (a no-op if done)
+    from . import childhooks, launch, signals
+
+    signals.contain_tokenizer_handlers = False  # this process is SGLang's server: its handlers stay
+    for hook in hooks:
+        childhooks.add_child_hook(hook)
+    launch.add_death_hook(_exit_on_child_death)
+    from sglang.srt.entrypoints.http_server import launch_server
+
+    with launch.launch_options(worker_name=worker_name):
+        launch_server(server_args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
@@ -36,21 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     with open(args[0], encoding="utf-8") as fh:
         spec = json.load(fh)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import importlib
-
-    pkg = importlib.import_module(__package__ or "")  # run as "python -m <package>.serve"
-    from . import launch, signals
-
-    signals.contain_tokenizer_handlers = False  # this process is SGLang's server: its handlers stay
-    for hook in spec.get("hooks", []):
-        pkg.add_child_hook(hook)
-    launch.add_death_hook(_exit_on_child_death)
-    from sglang.srt.entrypoints.http_server import launch_server
+    importlib.import_module(__package__ or "")  # run as "python -m <package>.serve"
     from sglang.srt.server_args import ServerArgs
 
     server_args = ServerArgs(**spec["server_args"])
-    with launch.launch_options(worker_name=spec.get("worker_name")):
-        launch_server(server_args)
+    run_server(server_args, spec.get("hooks", []), spec.get("worker_name"))
     return 0
 
 

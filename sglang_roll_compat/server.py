@@ -202,7 +202,7 @@ class ServerEngine(FacadeBase):
         self._run_dir = str(run_dir)
         spec_path = os.path.join(self._run_dir, "spec.json")
         with open(spec_path, "w", encoding="utf-8") as fh:
-            from . import child_hooks
+            from .childhooks import child_hooks
 
             json.dump({"server_args": self._server_args, "worker_name": worker_name, "hooks": list(child_hooks())}, fh)
         self._log_path = os.path.join(self._run_dir, "server.log")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import signal as _signal
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import wrapt
@@ -66,22 +67,16 @@ contain_tokenizer_handlers = True
 _TOKENIZER_SIGNALS = tuple(s for s in (getattr(_signal, "SIGTERM", None), getattr(_signal, "SIGQUIT", None)) if s)
 
 
-def tokenizer_handlers(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Wraps ``TokenizerManager.auto_create_handle_loop``, which every request path of upstream
-    calls first: the waiting task is noted (a scheduler death then interrupts it, see
-    ``launch.request_started``); on the main thread, the caller's SIGTERM/SIGQUIT handlers come
-    back after it (and the loop forgets its own), so a SIGTERM to the trainer is the trainer's,
-    and no SIGQUIT kill-trees it."""
-    from .launch import request_started  # launch imports this module
-
-    # called through the class with an object that is no TokenizerManager, wrapt passes it first
-    tm = instance if instance is not None else (args[0] if args else None)
-    request_started(tm)
+def keep_callers_handlers(tm: Any, call: Callable[[], Any]) -> Any:
+    """Run ``call`` (upstream's ``TokenizerManager.auto_create_handle_loop``); on the main
+    thread, the caller's SIGTERM/SIGQUIT handlers come back after it (and the loop forgets its
+    own), so a SIGTERM to the trainer is the trainer's, and no SIGQUIT kill-trees it. The launch
+    wrapper (``launch.tokenizer_handlers``) calls this; this module depends on nothing of it."""
     if not contain_tokenizer_handlers or not on_main_thread():
-        return wrapped(*args, **kwargs)
+        return call()
     _shared.count_reached("tokenizer_signal_handlers")
     saved = {sig: _signal.getsignal(sig) for sig in _TOKENIZER_SIGNALS}
-    result = wrapped(*args, **kwargs)
+    result = call()
     loop = getattr(tm, "event_loop", None)
     if loop is None:
         import asyncio

@@ -83,7 +83,7 @@ def engine_args(model_path: str | None = None, cpu: bool = False) -> dict[str, A
 
 def record_child_env() -> None:
     """A child hook: record, from inside the SGLang child, its role, pid and environment."""
-    from . import child_role
+    from .childhooks import child_role
 
     directory = os.environ.get(SMOKE_DIR_ENV)
     if not directory:
@@ -370,7 +370,7 @@ def run_two_engines(out_dir: str, model_path: str | None = None, cpu: bool = Fal
     ``device_mapping=[0, 1]``, ``num_gpus_per_worker=1`` (one GPU each; on ``cpu``, two CPU
     engines): each must generate and get its own private FlashInfer workspace and Triton cache."""
     from .engine import Engine
-    from .planner import plan_engines
+    from .roll.planner import plan_engines
 
     pkg = importlib.import_module(__package__ or "")
     os.makedirs(out_dir, exist_ok=True)

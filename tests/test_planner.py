@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from helpers import package_parent
 
-from sglang_roll_compat import planner, serverargs
+from sglang_roll_compat import serverargs
+from sglang_roll_compat.roll import planner
 from sglang_roll_compat.errors import PlanError
-from sglang_roll_compat.planner import parse_device_mapping, plan_engines, plan_from_config
+from sglang_roll_compat.roll.planner import parse_device_mapping, plan_engines, plan_from_config
 
 # the ServerArgs fields these tests use (the real ones are checked in the sglang sessions)
 KNOWN = frozenset(
@@ -274,7 +275,7 @@ def test_load_format_dummy_accepted() -> None:
 
 
 def test_infer_batch_size_warned_and_not_passed(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="sglang_roll_compat.planner"):
+    with caplog.at_level(logging.WARNING, logger="sglang_roll_compat.roll.planner"):
         plan = make({"infer_batch_size": 4})
     assert "infer_batch_size" not in plan.engines[0].server_args
     assert any("ineffective" in w for w in plan.warnings)
@@ -305,7 +306,7 @@ def test_serverargs_unavailable_skips_only_the_name_check(
         raise ModuleNotFoundError("No module named 'sglang.srt'")
 
     monkeypatch.setattr(serverargs, "field_names", unavailable)
-    with caplog.at_level(logging.WARNING, logger="sglang_roll_compat.planner"):
+    with caplog.at_level(logging.WARNING, logger="sglang_roll_compat.roll.planner"):
         plan = plan_engines({"some_future_arg": 1}, [0, 1], 1)
     assert not plan.names_checked
     assert any("NOT checked" in w and "ModuleNotFoundError" in w for w in plan.warnings)
@@ -510,7 +511,7 @@ def roll_yaml(tmp_path: Path, per_node: int = 8, per_worker: int = 2, mapping: s
 
 
 def test_roll_yaml_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="sglang_roll_compat.planner"):
+    with caplog.at_level(logging.WARNING, logger="sglang_roll_compat.roll.planner"):
         plan = plan_from_config(roll_yaml(tmp_path), known_fields=KNOWN)
     assert len(plan.engines) == 8
     args = plan.engines[4].server_args

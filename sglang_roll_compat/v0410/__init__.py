@@ -11,7 +11,11 @@ from ..family import OLD_MEMORY_SAVER_MODULE, Family
 FAMILY = Family(
     name="v0410",
     summary="SGLang 0.4.10.post2: module-level launch, unguarded SIGQUIT handler, no PDL env",
-    env=EnvFacts(trtllm_pdl=False, cuda_device_max_connections="4"),
+    env=EnvFacts(
+        trtllm_pdl=False,
+        cuda_device_max_connections="4",
+        upstream_sets=frozenset({"TF_CPP_MIN_LOG_LEVEL", "TORCH_NCCL_AVOID_RECORD_STREAMS"}),  # forced by _set_envs_and_config
+    ),
     launch="module",
     memory_saver_module=OLD_MEMORY_SAVER_MODULE,
 )

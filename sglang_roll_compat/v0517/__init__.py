@@ -19,7 +19,11 @@ from ..family import Family
 FAMILY = Family(
     name="v0517",
     summary="SGLang 0.5.17: classmethod launch, frozen ServerArgs, NCCL cuMem on for MNNVL",
-    env=EnvFacts(cuda_device_max_connections="8", upstream_cumem=True),
+    env=EnvFacts(
+        cuda_device_max_connections="8",
+        upstream_cumem=True,
+        upstream_sets=frozenset({"CUTE_DSL_LOG_LEVEL", "CUTE_DSL_LOG_TO_CONSOLE"}),
+    ),
     launch="classmethod",
     signals_guarded=True,
     subprocess_watchdog=True,

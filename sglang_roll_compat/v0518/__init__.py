@@ -20,7 +20,12 @@ from ..family import Family
 FAMILY = Family(
     name="v0518",
     summary="SGLang 0.5.18: as 0.5.17, and importing sglang sets cache-dir env defaults",
-    env=EnvFacts(cuda_device_max_connections="8", upstream_cumem=True, sglang_cache_defaults=True),
+    env=EnvFacts(
+        cuda_device_max_connections="8",
+        upstream_cumem=True,
+        sglang_cache_defaults=True,
+        upstream_sets=frozenset({"CUTE_DSL_LOG_LEVEL", "CUTE_DSL_LOG_TO_CONSOLE"}),
+    ),
     launch="classmethod",
     signals_guarded=True,
     subprocess_watchdog=True,

@@ -28,7 +28,13 @@ from ..family import Family
 FAMILY = Family(
     name="v0519",
     summary="SGLang 0.5.19-0.5.23: classmethod launch, server args resolved at launch (resolving_view)",
-    env=EnvFacts(cuda_device_max_connections="8", upstream_cumem=True, resolved_view=True, sglang_cache_defaults=True),
+    env=EnvFacts(
+        cuda_device_max_connections="8",
+        upstream_cumem=True,
+        resolved_view=True,
+        sglang_cache_defaults=True,
+        upstream_sets=frozenset({"CUTE_DSL_LOG_LEVEL", "CUTE_DSL_LOG_TO_CONSOLE"}),
+    ),
     launch="classmethod",
     signals_guarded=True,
     subprocess_watchdog=True,

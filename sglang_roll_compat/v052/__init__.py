@@ -11,7 +11,7 @@ from ..family import OLD_MEMORY_SAVER_MODULE, Family
 FAMILY = Family(
     name="v052",
     summary="SGLang 0.5.2: module-level launch, unguarded SIGQUIT handler",
-    env=EnvFacts(cuda_device_max_connections="4"),
+    env=EnvFacts(cuda_device_max_connections="4", upstream_sets=frozenset({"TF_CPP_MIN_LOG_LEVEL"})),
     launch="module",
     memory_saver_module=OLD_MEMORY_SAVER_MODULE,
 )

@@ -17,6 +17,11 @@ from ..family import Family
 FAMILY = Family(
     name="v054",
     summary="SGLang 0.5.4.post2-0.5.9: module-level launch, children as globals or arguments",
-    env=EnvFacts(cuda_device_max_connections="8"),
+    env=EnvFacts(
+        cuda_device_max_connections="8",
+        upstream_sets=frozenset({"CUTE_DSL_LOG_LEVEL", "CUTE_DSL_LOG_TO_CONSOLE"}),  # set when unset (0.5.3+)
+        # TF_CPP_MIN_LOG_LEVEL=3 is forced up to 0.5.4.post2 and gone from 0.5.5
+        upstream_sets_by_release=(("0.5.4.post2", frozenset({"TF_CPP_MIN_LOG_LEVEL"})),),
+    ),
     launch="module",
 )

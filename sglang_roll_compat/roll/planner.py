@@ -81,8 +81,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import serverargs
-from .errors import PlanError, ServerArgsError
+from .. import serverargs
+from ..errors import PlanError, ServerArgsError
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,174 @@
+"""``sglang_roll_compat.roll``: what ROLL's ``roll/third_party/sglang`` folder becomes, on a real
+SGLang of every pinned release (gate, drop-in ``patch``, env profile, FP8 hook, HTTP mode)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import package_parent, run_python
+
+from sglang_roll_compat import FAMILY, SELECTION, envpolicy, launch, workspace
+from sglang_roll_compat.roll import env as roll_env
+
+pytestmark = pytest.mark.sglang
+HERE = Path(__file__).parent
+RELEASE = SELECTION.installed.version
+WORKER = "actor_infer-3"
+SLOT = workspace.worker_slot(WORKER, ())
+_cache: dict[str, dict[str, Any]] = {}
+
+
+def test_the_drop_in_patch_is_sglangs_own_engine_module_imported_on_access() -> None:
+    code = """
+import sys
+from sglang_roll_compat.roll import patch as sglang_patch
+from sglang_roll_compat import roll
+before = "sglang.srt.entrypoints.engine" in sys.modules
+module = sglang_patch.engine.engine_module
+import sglang.srt.entrypoints.engine as upstream
+from sglang_roll_compat import Engine as Facade
+from sglang_roll_compat._shared import marker_of
+print(before, module is upstream, module.Engine is upstream.Engine, module.Engine is not Facade,
+      bool(marker_of(vars(module.Engine)["__init__"])), roll.armed())
+"""
+    proc = run_python(code, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["False", "True", "True", "True", "True", "True"]
+
+
+def test_the_plain_package_arms_no_roll_profile() -> None:
+    proc = run_python("import sglang_roll_compat.roll as r, sglang_roll_compat.roll.planner; print(r.armed())")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["False"]
+
+
+@pytest.fixture
+def armed() -> Any:
+    roll_env.arm()
+    yield
+    roll_env.disarm()
+
+
+def _after_upstream(environ: dict[str, str]) -> dict[str, str]:
+    """``environ`` as the installed release's upstream ``_set_envs_and_config`` leaves it, for the
+    variables the ROLL profile deals with (family data checked against the real source)."""
+    after = dict(environ)
+    for name, value, _, upstream in roll_env.extras(RELEASE, FAMILY.env):
+        if upstream and (name not in after or name == "TF_CPP_MIN_LOG_LEVEL" or name.startswith("TORCH_NCCL")):
+            after[name] = value  # forced (TF_CPP, TORCH_NCCL) or set when unset (CUTE_DSL_*)
+    return after
+
+
+def test_family_data_matches_upstream_source() -> None:
+    import inspect
+
+    import sglang.srt.entrypoints.engine as engine_mod
+
+    source = inspect.getsource(inspect.unwrap(engine_mod._set_envs_and_config))
+    for var in roll_env.ROLL_VARS:
+        assert (f'"{var.name}"' in source) == FAMILY.env.sets_upstream(var.name, RELEASE), var.name
+
+
+def test_roll_profile_sets_what_upstream_does_not_and_reports_why(armed: None) -> None:
+    extras, name = launch.profile_env({"WORKER_NAME": WORKER})
+    assert name == WORKER
+    user: dict[str, str] = {}
+    changes = envpolicy.plan({}, _after_upstream(user), envpolicy.Worker(name), user_env=user, facts=FAMILY.env, extras=extras)
+    by_name = {c.name: c for c in changes if c.name in envpolicy.PROFILE_NAMES}
+    expected = {v.name for v in roll_env.ROLL_VARS if v.applies(RELEASE)}
+    assert set(by_name) == expected
+    assert "TF_CPP_MIN_LOG_LEVEL" in expected
+    assert ("CUTE_DSL_LOG_LEVEL" in expected) == (tuple(int(p) for p in RELEASE.split(".")[:3]) >= (0, 5, 4))
+    assert ("TORCH_NCCL_AVOID_RECORD_STREAMS" in expected) == RELEASE.startswith("0.4.")
+    for change in by_name.values():
+        assert change.new == next(v.value for v in roll_env.ROLL_VARS if v.name == change.name)
+        if FAMILY.env.sets_upstream(change.name, RELEASE):
+            assert change.action == "keep" and "SGLang sets it itself" in change.reason
+        else:
+            assert change.action == "set" and change.reason.startswith("ROLL")
+    slot = next(c for c in changes if c.name == "FLASHINFER_WORKSPACE_BASE").new or ""
+    assert f"/{SLOT}/" in slot  # ROLL's WORKER_NAME picks the private per-worker directory
+
+
+def test_roll_profile_keeps_the_users_values(armed: None) -> None:
+    extras, _ = launch.profile_env({})
+    user = {v.name: "7" for v in roll_env.ROLL_VARS}
+    changes = envpolicy.plan({}, _after_upstream(user), envpolicy.Worker(None), user_env=user, facts=FAMILY.env, extras=extras)
+    profile = [c for c in changes if c.name in envpolicy.PROFILE_NAMES]
+    assert profile and all(c.new == "7" and "your value" in c.reason for c in profile)
+
+
+def test_control_without_the_profile_no_roll_variable_is_touched() -> None:
+    extras, name = launch.profile_env({"WORKER_NAME": WORKER})
+    assert (extras, name) == ([], None)
+
+
+def run_scenario(name: str, tmp_root: Path) -> dict[str, Any]:
+    if name in _cache:
+        return _cache[name]
+    out, probe = tmp_root / f"{name}.json", tmp_root / f"{name}-probe"
+    probe.mkdir()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), str(package_parent()), env.get("PYTHONPATH", "")]))
+    env.update(SRC_PROBE_DIR=str(probe), SGLANG_ROLL_COMPAT_CACHE_DIR=str(tmp_root / "cache"), WORKER_NAME=WORKER)
+    for var in roll_env.ROLL_VARS:
+        env.pop(var.name, None)
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "roll_scenarios.py"), name, str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    result: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    result["returncode"], result["stderr"] = proc.returncode, proc.stderr[-4000:]
+    result["markers"] = [json.loads(p.read_text()) for p in sorted(probe.glob("fp8-*.json"))]
+    _cache[name] = result
+    return result
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("roll")
+
+
+def _assert_child_saw_rewrite_and_env(marker: dict[str, Any]) -> None:
+    assert marker["rewritten_by"] == marker["pid"], marker  # SGLang's lookup sees this child's rewrite
+    env = marker["env"]
+    for var in roll_env.ROLL_VARS:
+        assert env[var.name] == (var.value if var.applies(RELEASE) else None), (var.name, env)
+    assert f"/{SLOT}/" in (env["FLASHINFER_WORKSPACE_BASE"] or "")
+
+
+@pytest.mark.launch
+def test_fp8_hook_reaches_the_dp_controller_and_its_schedulers(root: Path) -> None:
+    result = run_scenario("engine", root)
+    assert result["returncode"] == 0, result["stderr"]
+    assert result["engine_imported_before_access"] is False
+    assert result["outcome"] == "EngineLaunchError", result  # no GPU: the schedulers fail after the hooks
+    roles = sorted(m["role"] for m in result["markers"])
+    assert "dp_controller" in roles and roles.count("scheduler") == 2, (roles, result)
+    for marker in result["markers"]:
+        _assert_child_saw_rewrite_and_env(marker)
+
+
+@pytest.mark.launch
+def test_roll_http_mode_server_children_get_the_hooks_and_env(root: Path) -> None:
+    result = run_scenario("http", root)
+    assert result["outcome"] == "marker", result
+    schedulers = [m for m in result["markers"] if m["role"] == "scheduler"]
+    assert schedulers, result
+    for marker in schedulers:
+        _assert_child_saw_rewrite_and_env(marker)
+
+
+def test_control_the_rewrite_is_not_seen_where_the_hook_did_not_run() -> None:
+    import fp8_standin
+
+    assert fp8_standin.sees_rewrite() is None  # this process never ran the hook
