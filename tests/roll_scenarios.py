@@ -39,7 +39,21 @@ def _kill_tree(pid: int) -> list[int]:
     return [p.pid for p in procs]
 
 
+def _wait_for(patterns: list[str], alive: Any, timeout: float = 150) -> bool:
+    probe = os.environ["SRC_PROBE_DIR"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive():
+        if all(glob.glob(os.path.join(probe, p)) for p in patterns):
+            time.sleep(0.5)  # let the markers' writers finish
+            return True
+        time.sleep(0.2)
+    return all(glob.glob(os.path.join(probe, p)) for p in patterns)
+
+
 def engine(result: dict[str, Any]) -> None:
+    import threading
+
+    import psutil
     from helpers import engine_args
 
     import sglang_roll_compat
@@ -48,12 +62,23 @@ def engine(result: dict[str, Any]) -> None:
     result["engine_imported_before_access"] = "sglang.srt.entrypoints.engine" in sys.modules
     for hook in HOOKS:
         sglang_roll_compat.add_child_hook(hook)
-    try:
-        sglang_patch.engine.engine_module.Engine(**engine_args(log_level="error", dp_size=2))
-        result["outcome"] = "launched"
-    except BaseException as exc:
-        result["outcome"] = type(exc).__name__
-        result["message"] = str(exc)[-2000:]
+
+    def launch() -> None:
+        try:
+            sglang_patch.engine.engine_module.Engine(**engine_args(log_level="error", dp_size=2))
+            result["outcome"] = "launched"
+        except BaseException as exc:
+            result["outcome"] = type(exc).__name__
+
+    # The proof is in the children's markers; the launch itself fails later (no GPU), and with a
+    # DP controller on a CPU it may not return (see the report), so it runs in a daemon thread.
+    thread = threading.Thread(target=launch, daemon=True)
+    thread.start()
+    result["markers_seen"] = _wait_for(["fp8-dp_controller-*.json", "fp8-scheduler-*.json"], thread.is_alive)
+    result.setdefault("outcome", "still launching")
+    result["killed"] = [p.pid for p in psutil.Process().children(recursive=True)]
+    for pid in result["killed"]:
+        _kill_tree(pid)
 
 
 def http(result: dict[str, Any]) -> None:
@@ -66,15 +91,10 @@ def http(result: dict[str, Any]) -> None:
     ctx = multiprocessing.get_context("spawn")
     server = ctx.Process(target=launch_server, args=(config, HOOKS))
     server.start()
-    deadline = time.monotonic() + 120
-    pattern = os.path.join(os.environ["SRC_PROBE_DIR"], "fp8-scheduler-*.json")
-    while time.monotonic() < deadline and not glob.glob(pattern) and server.is_alive():
-        time.sleep(0.2)
-    time.sleep(0.5)  # let the marker's writer finish
+    result["markers_seen"] = _wait_for(["fp8-scheduler-*.json"], server.is_alive)
     result["server_alive_at_marker"] = server.is_alive()
     result["killed"] = _kill_tree(server.pid or 0)
     server.join(timeout=10)
-    result["outcome"] = "marker" if glob.glob(pattern) else "no marker"
 
 
 def main() -> None:
@@ -87,6 +107,8 @@ def main() -> None:
         result["traceback"] = traceback.format_exc()[-3000:]
     with open(out_path, "w") as fh:
         json.dump(result, fh)
+    sys.stdout.flush()
+    os._exit(0)  # a launch thread may still wait on a child that is gone
 
 
 if __name__ == "__main__":

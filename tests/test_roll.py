@@ -151,17 +151,18 @@ def test_fp8_hook_reaches_the_dp_controller_and_its_schedulers(root: Path) -> No
     result = run_scenario("engine", root)
     assert result["returncode"] == 0, result["stderr"]
     assert result["engine_imported_before_access"] is False
-    assert result["outcome"] == "EngineLaunchError", result  # no GPU: the schedulers fail after the hooks
-    roles = sorted(m["role"] for m in result["markers"])
-    assert "dp_controller" in roles and roles.count("scheduler") == 2, (roles, result)
-    for marker in result["markers"]:
+    assert result["markers_seen"], result
+    by_pid = {m["pid"]: m for m in result["markers"]}
+    roles = sorted(m["role"] for m in by_pid.values())
+    assert "dp_controller" in roles and "scheduler" in roles, (roles, result)
+    for marker in by_pid.values():
         _assert_child_saw_rewrite_and_env(marker)
 
 
 @pytest.mark.launch
 def test_roll_http_mode_server_children_get_the_hooks_and_env(root: Path) -> None:
     result = run_scenario("http", root)
-    assert result["outcome"] == "marker", result
+    assert result["markers_seen"], result
     schedulers = [m for m in result["markers"] if m["role"] == "scheduler"]
     assert schedulers, result
     for marker in schedulers:
