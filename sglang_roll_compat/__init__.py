@@ -40,8 +40,8 @@ from .patching import Patcher, PatchStatus
 
 if TYPE_CHECKING:
     from .engine import Engine
-    from .roll.planner import plan_from_config
     from .preflight_checks import preflight
+    from .roll.planner import plan_from_config
     from .server import ServerEngine
 
 __all__ = [

@@ -30,8 +30,8 @@ def _versions(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from .roll import planner
     from .errors import PlanError
+    from .roll import planner
 
     try:
         plan = planner.plan_from_config(args.config, num_gpus_per_node=args.num_gpus_per_node, port_base=args.port_base)

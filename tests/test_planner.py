@@ -14,8 +14,8 @@ import pytest
 from helpers import package_parent
 
 from sglang_roll_compat import serverargs
-from sglang_roll_compat.roll import planner
 from sglang_roll_compat.errors import PlanError
+from sglang_roll_compat.roll import planner
 from sglang_roll_compat.roll.planner import parse_device_mapping, plan_engines, plan_from_config
 
 # the ServerArgs fields these tests use (the real ones are checked in the sglang sessions)

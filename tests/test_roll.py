@@ -79,7 +79,9 @@ def test_roll_profile_sets_what_upstream_does_not_and_reports_why(armed: None) -
     extras, name = launch.profile_env({"WORKER_NAME": WORKER})
     assert name == WORKER
     user: dict[str, str] = {}
-    changes = envpolicy.plan({}, _after_upstream(user), envpolicy.Worker(name), user_env=user, facts=FAMILY.env, extras=extras)
+    changes = envpolicy.plan(
+        {}, _after_upstream(user), envpolicy.Worker(name), user_env=user, facts=FAMILY.env, extras=extras
+    )
     by_name = {c.name: c for c in changes if c.name in envpolicy.PROFILE_NAMES}
     expected = {v.name for v in roll_env.ROLL_VARS if v.applies(RELEASE)}
     assert set(by_name) == expected
@@ -99,7 +101,9 @@ def test_roll_profile_sets_what_upstream_does_not_and_reports_why(armed: None) -
 def test_roll_profile_keeps_the_users_values(armed: None) -> None:
     extras, _ = launch.profile_env({})
     user = {v.name: "7" for v in roll_env.ROLL_VARS}
-    changes = envpolicy.plan({}, _after_upstream(user), envpolicy.Worker(None), user_env=user, facts=FAMILY.env, extras=extras)
+    changes = envpolicy.plan(
+        {}, _after_upstream(user), envpolicy.Worker(None), user_env=user, facts=FAMILY.env, extras=extras
+    )
     profile = [c for c in changes if c.name in envpolicy.PROFILE_NAMES]
     assert profile and all(c.new == "7" and "your value" in c.reason for c in profile)
 

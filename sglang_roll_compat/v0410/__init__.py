@@ -14,7 +14,9 @@ FAMILY = Family(
     env=EnvFacts(
         trtllm_pdl=False,
         cuda_device_max_connections="4",
-        upstream_sets=frozenset({"TF_CPP_MIN_LOG_LEVEL", "TORCH_NCCL_AVOID_RECORD_STREAMS"}),  # forced by _set_envs_and_config
+        upstream_sets=frozenset(
+            {"TF_CPP_MIN_LOG_LEVEL", "TORCH_NCCL_AVOID_RECORD_STREAMS"}
+        ),  # forced by _set_envs_and_config
     ),
     launch="module",
     memory_saver_module=OLD_MEMORY_SAVER_MODULE,

@@ -19,7 +19,9 @@ FAMILY = Family(
         trtllm_pdl=False,
         cuda_device_max_connections="4",
         triton_cache_manager=True,
-        upstream_sets=frozenset({"TF_CPP_MIN_LOG_LEVEL", "TORCH_NCCL_AVOID_RECORD_STREAMS"}),  # forced by _set_envs_and_config
+        upstream_sets=frozenset(
+            {"TF_CPP_MIN_LOG_LEVEL", "TORCH_NCCL_AVOID_RECORD_STREAMS"}
+        ),  # forced by _set_envs_and_config
     ),
     launch="module",
     sigchld_handler=True,

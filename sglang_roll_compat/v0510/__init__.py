@@ -22,7 +22,9 @@ from ..family import Family
 FAMILY = Family(
     name="v0510",
     summary="SGLang 0.5.10-0.5.13.post1: classmethod launch, guarded SIGQUIT, SubprocessWatchdog",
-    env=EnvFacts(cuda_device_max_connections="8", upstream_sets=frozenset({"CUTE_DSL_LOG_LEVEL", "CUTE_DSL_LOG_TO_CONSOLE"})),
+    env=EnvFacts(
+        cuda_device_max_connections="8", upstream_sets=frozenset({"CUTE_DSL_LOG_LEVEL", "CUTE_DSL_LOG_TO_CONSOLE"})
+    ),
     launch="classmethod",
     signals_guarded=True,
     subprocess_watchdog=True,

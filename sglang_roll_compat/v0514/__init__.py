@@ -17,7 +17,9 @@ from ..family import Family
 FAMILY = Family(
     name="v0514",
     summary="SGLang 0.5.14-0.5.16: classmethod launch, guarded SIGQUIT, no atexit hack",
-    env=EnvFacts(cuda_device_max_connections="8", upstream_sets=frozenset({"CUTE_DSL_LOG_LEVEL", "CUTE_DSL_LOG_TO_CONSOLE"})),
+    env=EnvFacts(
+        cuda_device_max_connections="8", upstream_sets=frozenset({"CUTE_DSL_LOG_LEVEL", "CUTE_DSL_LOG_TO_CONSOLE"})
+    ),
     launch="classmethod",
     signals_guarded=True,
     subprocess_watchdog=True,

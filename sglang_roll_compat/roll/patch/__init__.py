@@ -21,7 +21,7 @@ from .. import env as _env
 if _GATE_ERROR is not None:  # only under ``python -m sglang_roll_compat``, which defers it
     raise _GATE_ERROR
 
-from . import engine  # noqa: E402 - after the gate
+from . import engine
 
 _env.arm()
 

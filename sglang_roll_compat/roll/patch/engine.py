@@ -14,7 +14,7 @@ from typing import Any
 
 from ...family import ENGINE
 
-__all__ = ["engine_module"]
+__all__ = ["engine_module"]  # noqa: F822 - provided by __getattr__ below (on access)
 
 
 def __getattr__(name: str) -> Any:
