@@ -51,3 +51,18 @@ def test_the_doctor_reports_unsupported_with_exit_code_2() -> None:
     report = json.loads(result.stdout)
     assert report["verdict"] == "unsupported"
     assert report["sglang"]["version"] == EXPECTED
+
+
+def test_rolls_drop_in_patch_refuses_it_too_without_importing_sglangs_engine() -> None:
+    code = """
+import json, sys
+try:
+    from sglang_roll_compat.roll import patch as sglang_patch
+except NotImplementedError as exc:
+    print(json.dumps({"type": type(exc).__name__, "found": exc.found,
+                      "engine": "sglang.srt.entrypoints.engine" in sys.modules}))
+"""
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out == {"type": "UnsupportedVersionError", "found": EXPECTED, "engine": False}
