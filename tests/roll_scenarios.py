@@ -39,7 +39,7 @@ def _kill_tree(pid: int) -> list[int]:
     return [p.pid for p in procs]
 
 
-def _wait_for(patterns: list[str], alive: Any, timeout: float = 150) -> bool:
+def _wait_for(patterns: list[str], alive: Any, timeout: float = 360) -> bool:
     probe = os.environ["SRC_PROBE_DIR"]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and alive():

@@ -128,7 +128,7 @@ def run_scenario(name: str, tmp_root: Path) -> dict[str, Any]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=480,  # markers come within a minute on an idle machine; a loaded CI box is slower
     )
     result: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     result["returncode"], result["stderr"] = proc.returncode, proc.stderr[-4000:]
