@@ -103,7 +103,9 @@ def _ensure_base(session: nox.Session) -> str:
             session.run_install(sys.executable, "-m", "venv", str(BASE), external=True)
             pip = [str(_base_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
             session.run_install(*pip, "torch==2.13.0", external=True)
-            session.run_install(*pip, "-r", str(ENVS / "base.txt"), "-c", str(_torch_constraint(session)), external=True)
+            session.run_install(
+                *pip, "-r", str(ENVS / "base.txt"), "-c", str(_torch_constraint(session)), external=True
+            )
             stamp.write_text(want)
     return _base_site()
 

@@ -1,6 +1,6 @@
 """verl's and slime's launch patterns with a real SGLang on this CPU machine (the scheduler child
 fails: no GPU, after our child hook recorded its role and environment).
-``python framework_scenarios.py SCENARIO OUT.json``.
+``python framework_scenarios.py SCENARIO[,SCENARIO...] OUT.json``.
 
 * ``verl``: ``_launch_subprocesses(server_args=..., init_tokenizer_manager_func=...,
   run_scheduler_process_func=..., run_detokenizer_process_func=...)`` called directly (the
@@ -10,8 +10,8 @@ fails: no GPU, after our child hook recorded its role and environment).
 * ``slime``: SGLang's ``launch_server`` in a spawned ``multiprocessing.Process`` with both
   ``PYTORCH_CUDA_ALLOC_CONF`` and ``PYTORCH_ALLOC_CONF`` set in the parent; the process target is
   a module-level function that imports our package first (a spawned child imports only what
-  unpickling its target needs). ``slime_unpatched``: the control, slime's target exactly
-  (SGLang's ``launch_server``): the scheduler's environment is read from ``/proc``.
+  unpickling its target needs). The scheduler's *initial* environment is read from ``/proc``
+  too: what SGLang's scheduler code would see without our child entry (the control).
 """
 
 from __future__ import annotations
@@ -123,49 +123,49 @@ def _watch_scheduler_environ(server: Any, result: dict[str, Any]) -> None:
         time.sleep(0.02)
 
 
-def slime(result: dict[str, Any], patched: bool) -> None:
+def slime(result: dict[str, Any]) -> None:
     os.environ.update(ALLOC)
-    if patched:
-        import sglang_roll_compat  # noqa: F401 - the trainer imports it; the server child too
+    import sglang_roll_compat  # noqa: F401 - the trainer imports it; the server child does too
+
     server_args = _server_args()
     result["parent_env"] = {n: os.environ.get(n) for n in ALLOC}
     multiprocessing.set_start_method("spawn", force=True)
-    if patched:
-        target: Any = slime_server
-    else:
-        from sglang.srt.entrypoints.http_server import launch_server
-
-        target = launch_server
-    server = multiprocessing.Process(target=target, args=(server_args,))
+    server = multiprocessing.Process(target=slime_server, args=(server_args,))
     server.start()
-    if not patched:
-        _watch_scheduler_environ(server, result)
+    _watch_scheduler_environ(server, result)
     server.join(timeout=180)
     result["server_exitcode"] = server.exitcode
     if server.exitcode is None:
         server.kill()
         server.join()
+    for name in ALLOC:
+        os.environ.pop(name, None)
     time.sleep(0.5)
     result["children_left"] = _children()
 
 
 def main() -> None:
-    scenario, out_path = sys.argv[1], sys.argv[2]
-    result: dict[str, Any] = {"scenario": scenario, "pid": os.getpid()}
+    """``SCENARIOS`` is a comma-separated list, run in order in this one process (each spawn
+    pays SGLang's import again: one parent for all of them keeps the suite fast)."""
+    scenarios, out_path = sys.argv[1].split(","), sys.argv[2]
+    results: dict[str, Any] = {}
 
     def write() -> None:
         with open(out_path, "w") as fh:
-            json.dump(result, fh)
+            json.dump(results, fh)
 
-    write()
-    if scenario == "verl":
-        verl(result)
-    elif scenario in ("slime", "slime_unpatched"):
-        slime(result, patched=scenario == "slime")
-    else:
-        raise SystemExit(f"unknown scenario {scenario!r}")
-    result["survived"] = True
-    write()
+    for scenario in scenarios:
+        result: dict[str, Any] = {"scenario": scenario, "pid": os.getpid()}
+        results[scenario] = result
+        write()  # if a launch kills us, the file says how far we got
+        if scenario == "verl":
+            verl(result)
+        elif scenario == "slime":
+            slime(result)
+        else:
+            raise SystemExit(f"unknown scenario {scenario!r}")
+        result["survived"] = True
+        write()
 
 
 if __name__ == "__main__":

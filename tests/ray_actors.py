@@ -17,6 +17,14 @@ from typing import Any
 PROMPT = [1, 2, 3, 4, 5]
 
 
+def progress(step: str) -> None:
+    """One line per step into ``$SRC_RAY_PROGRESS`` (the test prints it when a call times out)."""
+    path = os.environ.get("SRC_RAY_PROGRESS")
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"{time.strftime('%H:%M:%S')} pid={os.getpid()} {step}\n")
+
+
 def _engine_pids() -> list[int]:
     """This worker's SGLang processes (its children, but not multiprocessing's resource tracker)."""
     import psutil
@@ -86,7 +94,9 @@ class RawEngineActor:
         out: dict[str, Any] = {"main_thread": threading.current_thread() is threading.main_thread()}
         module = roll.engine_module()
         started = time.monotonic()
+        progress("roll: launching")
         engine = roll.launch(module, cfg)
+        progress("roll: launched")
         out["launch_s"] = round(time.monotonic() - started, 1)
         out["engine_class"] = f"{type(engine).__module__}.{type(engine).__qualname__}"
         pids = _engine_pids()
@@ -97,16 +107,21 @@ class RawEngineActor:
             out["batch_logprobs"] = [len(o["meta_info"]["output_token_logprobs"]) for o in batch]
             one = await roll.generate_one(engine, "roll-0", PROMPT, params)
             out["one"] = one
-            aborted = await roll.abort_all_while_generating(engine, [[9, 10], [11], [12, 13]], roll.sampling_params(2000))
+            progress("roll: generated")
+            aborted = await roll.abort_all_while_generating(
+                engine, [[9, 10], [11], [12, 13]], roll.sampling_params(2000)
+            )
             out["abort"] = {
                 "aborted": sorted(aborted["aborted"]),
                 "finish_reasons": [r["finish_reason"] for r in aborted["results"]],
                 "tokens": [len(r["output_ids"]) for r in aborted["results"]],
                 "left": aborted["left"],
             }
+            progress("roll: aborted")
             await roll.offload(engine)
             await roll.load(engine, ["weights", "kv_cache"])
             out["after_load"] = (await roll.generate_one(engine, "roll-1", PROMPT, params))["output_ids"]
+            progress("roll: offloaded and loaded")
             # colocated update: ROLL's flattened bucket, twice with different weights
             results = []
             tokens = []
@@ -117,6 +132,7 @@ class RawEngineActor:
                 tokens.append((await roll.generate_one(engine, f"roll-w{seed}", PROMPT, params))["output_ids"])
             out["bucket_results"] = [r[0] for r in results]
             out["bucket_tokens"] = tokens
+            progress("roll: bucket updates")
             # broadcast update: the trainer is rank 0 (a thread here), weights of seed 1 again
             port = free_port()
             group = "roll_broadcast"
@@ -145,6 +161,7 @@ class RawEngineActor:
             b.join(timeout=60)
             out["broadcast_result"] = bool(updated[0])
             await engine.tokenizer_manager.flush_cache()
+            progress("roll: broadcast")
             out["broadcast_tokens"] = (await roll.generate_one(engine, "roll-b", PROMPT, params))["output_ids"]
         finally:
             engine.shutdown()
@@ -165,7 +182,9 @@ class FacadeActor:
         from sglang_roll_compat import Engine
 
         started = time.monotonic()
+        progress(f"facade {worker_name}: launching")
         self.engine = Engine(worker_name=worker_name, **cfg)
+        progress(f"facade {worker_name}: launched")
         self.pids = _engine_pids()
         return {
             "launch_s": round(time.monotonic() - started, 1),
@@ -174,7 +193,9 @@ class FacadeActor:
         }
 
     def generate(self, max_new_tokens: int = 8) -> list[int]:
-        out = self.engine.generate(input_ids=PROMPT, sampling_params={"max_new_tokens": max_new_tokens, "temperature": 0.0})
+        out = self.engine.generate(
+            input_ids=PROMPT, sampling_params={"max_new_tokens": max_new_tokens, "temperature": 0.0}
+        )
         return list(out["output_ids"])
 
     def release(self) -> Any:

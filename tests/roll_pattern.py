@@ -109,13 +109,13 @@ async def generate_one(engine: Any, rid: str, prompt: list[int], params: dict[st
     """``SgLangStrategy.generate_request`` + ``postprocess_generate`` for one request."""
     obj = io_struct().GenerateReqInput(input_ids=prompt, sampling_params=params, rid=rid, return_logprob=True)
     chunks = None
-    async for chunks in engine.tokenizer_manager.generate_request(obj, None):
-        pass
+    async for chunk in engine.tokenizer_manager.generate_request(obj, None):
+        chunks = chunk  # ROLL keeps the last one
     assert chunks is not None
-    chunk = chunks[0] if isinstance(chunks, list) else chunks
-    ids = chunk.get("output_ids", [])
-    logprobs = chunk["meta_info"].get("output_token_logprobs") or []
-    finish = chunk["meta_info"]["finish_reason"]
+    last = chunks[0] if isinstance(chunks, list) else chunks
+    ids = last.get("output_ids", [])
+    logprobs = last["meta_info"].get("output_token_logprobs") or []
+    finish = last["meta_info"]["finish_reason"]
     return {
         "rid": rid,
         "output_ids": list(ids),
@@ -131,7 +131,7 @@ async def abort_all_while_generating(
     generate; returns each request's result and the rids that were aborted."""
     tm = engine.tokenizer_manager
     rids = [f"roll-abort-{i}" for i in range(len(prompts))]
-    tasks = [asyncio.ensure_future(generate_one(engine, rid, p, params)) for rid, p in zip(rids, prompts)]
+    tasks = [asyncio.ensure_future(generate_one(engine, rid, p, params)) for rid, p in zip(rids, prompts, strict=True)]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not set(rids) <= set(tm.rid_to_state) and loop.time() < deadline:
@@ -156,7 +156,8 @@ async def load(engine: Any, tags: list[str]) -> None:
 
 
 def bucket_payload(named: list[tuple[str, Any]]) -> Any:
-    """ROLL's ``serialize_named_weights(..., infer_strategy="sglang")``."""
+    """ROLL's ``serialize_named_weights(..., infer_strategy="sglang")`` (which patches torch's
+    reductions first, process-wide: done here only for CUDA tensors, see below)."""
     from sglang.srt.weight_sync.tensor_bucket import FlattenedTensorBucket
 
     try:
@@ -165,7 +166,8 @@ def bucket_payload(named: list[tuple[str, Any]]) -> Any:
         from sglang.srt.patch_torch import monkey_patch_torch_reductions
     from sglang.srt.utils import MultiprocessingSerializer
 
-    monkey_patch_torch_reductions()
+    if any(t.is_cuda for _, t in named):  # ROLL's tensors are on the GPU; SGLang's patched
+        monkey_patch_torch_reductions()  # reduction assumes a CUDA device (IndexError on a CPU one)
     bucket = FlattenedTensorBucket(named_tensors=named)
     data = {"flattened_tensor": bucket.get_flattened_tensor(), "metadata": bucket.get_metadata()}
     return MultiprocessingSerializer.serialize(data, output_str=True)

@@ -186,7 +186,11 @@ def test_roll_flattened_bucket_update(fake: fake_launch.FakeLaunch) -> None:
     from sglang.srt.weight_sync.tensor_bucket import FlattenedTensorBucket
 
     data = MultiprocessingSerializer.deserialize(req.serialized_named_tensors[0])
-    rebuilt = dict(FlattenedTensorBucket(flattened_tensor=data["flattened_tensor"], metadata=data["metadata"]).reconstruct_tensors())
+    rebuilt = dict(
+        FlattenedTensorBucket(
+            flattened_tensor=data["flattened_tensor"], metadata=data["metadata"]
+        ).reconstruct_tensors()
+    )
     for name, tensor in named:
         assert torch.equal(rebuilt[name], tensor) and rebuilt[name].dtype == tensor.dtype
 
@@ -234,33 +238,39 @@ def test_roll_generate_request_with_routed_experts_where_the_release_has_it(fake
 
 
 # -- verl and slime: real spawns -----------------------------------------------------------------
+SCENARIOS = "verl,slime"  # one interpreter for both (tests/framework_scenarios.py)
 _cache: dict[str, dict[str, Any]] = {}
 
 
-def run_scenario(name: str, root: Path) -> dict[str, Any]:
-    if name in _cache:
-        return _cache[name]
-    out = root / f"{name}.json"
-    probe = root / f"{name}-probe"
+def run_scenarios(root: Path) -> dict[str, Any]:
+    if _cache:
+        return _cache
+    out = root / "scenarios.json"
+    probe = root / "probe"
     probe.mkdir()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), str(package_parent()), env.get("PYTHONPATH", "")]))
     env["SRC_PROBE_DIR"] = str(probe)
-    env["SGLANG_ROLL_COMPAT_CACHE_DIR"] = str(root / f"{name}-cache")
+    env["SGLANG_ROLL_COMPAT_CACHE_DIR"] = str(root / "cache")
     proc = subprocess.run(
-        [sys.executable, str(HERE / "framework_scenarios.py"), name, str(out)],
+        [sys.executable, str(HERE / "framework_scenarios.py"), SCENARIOS, str(out)],
         env=env,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=400,
     )
-    result: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
-    result["returncode"] = proc.returncode
-    result["stderr_tail"] = proc.stderr[-3000:]
-    result["hooks"] = [json.loads(p.read_text()) for p in sorted(probe.glob("hook-*.json"))]
-    result["cache_dir"] = str(root / f"{name}-cache")
-    _cache[name] = result
-    return result
+    results: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    hooks = [json.loads(p.read_text()) for p in sorted(probe.glob("hook-*.json"))]
+    for result in results.values():
+        result["returncode"] = proc.returncode
+        result["stderr_tail"] = proc.stderr[-3000:]
+        result["cache_dir"] = str(root / "cache")
+    if "verl" in results:  # the verl scheduler is the caller's own child; slime's, the server's
+        results["verl"]["hooks"] = [h for h in hooks if h["ppid"] == results["verl"]["pid"]]
+    if "slime" in results:
+        results["slime"]["hooks"] = [h for h in hooks if h["ppid"] != results["slime"]["pid"]]
+    _cache.update(results)
+    return _cache
 
 
 @pytest.fixture(scope="module")
@@ -270,15 +280,14 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.launch
 def test_verl_direct_launch_reaches_the_scheduler_and_a_failing_child_raises(root: Path) -> None:
-    result = run_scenario("verl", root)
-    assert result.get("survived"), f"the caller died (rc={result['returncode']}):\n{result['stderr_tail']}"
+    result = run_scenarios(root).get("verl", {})
+    assert result.get("survived"), f"the caller died:\n{result.get('stderr_tail')}"
     assert result["loop_running"] is True and result["thread"] != "MainThread"
     assert result["launch_kwargs"] == result["expected_kwargs"]
     assert result["exception"] == "EngineLaunchError", result.get("traceback")
     assert "scheduler" in result["message"]
     assert result["children_left"] == []
     (hook,) = [h for h in result["hooks"] if h["role"] == "scheduler"]
-    assert hook["ppid"] == result["pid"]
     env = hook["env"]
     assert env["FLASHINFER_WORKSPACE_BASE"].startswith(result["cache_dir"])
     assert env["SGLANG_BLOCK_NONZERO_RANK_CHILDREN"] == "0"
@@ -287,21 +296,15 @@ def test_verl_direct_launch_reaches_the_scheduler_and_a_failing_child_raises(roo
 
 @pytest.mark.launch
 def test_slime_launch_server_process_neither_allocator_variable_reaches_the_scheduler(root: Path) -> None:
-    result = run_scenario("slime", root)
-    assert result["server_exitcode"] is not None, result["stderr_tail"]
-    assert result["parent_env"] == {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "PYTORCH_ALLOC_CONF": "expandable_segments:True"}
+    result = run_scenarios(root).get("slime", {})
+    assert result.get("survived"), result.get("stderr_tail")
+    assert result["server_exitcode"] is not None
+    both = {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "PYTORCH_ALLOC_CONF": "expandable_segments:True"}
+    assert result["parent_env"] == both
+    # the control: the scheduler inherited both (SGLang's own launch removes neither) ...
+    assert result["scheduler_environ"] == both, result["stderr_tail"]
+    # ... and by the time SGLang's scheduler code ran, our child entry had removed both
     (hook,) = [h for h in result["hooks"] if h["role"] == "scheduler"]
     assert hook["env"]["PYTORCH_CUDA_ALLOC_CONF"] is None
     assert hook["env"]["PYTORCH_ALLOC_CONF"] is None
     assert result["children_left"] == []
-
-
-@pytest.mark.launch
-def test_slime_control_without_the_package_in_the_server_both_reach_the_scheduler(root: Path) -> None:
-    """Shows the slime scenario can fail: SGLang's own launch keeps both variables."""
-    result = run_scenario("slime_unpatched", root)
-    assert result["hooks"] == []  # nothing of ours ran in the server's children
-    seen = result["scheduler_environ"]
-    assert seen, result["stderr_tail"]
-    assert seen["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
-    assert seen["PYTORCH_ALLOC_CONF"] == "expandable_segments:True"

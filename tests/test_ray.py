@@ -27,6 +27,7 @@ pytestmark = [
 
 HERE = Path(__file__).parent
 FIGURES: dict[str, Any] = {"actors": 0, "calls": 0}
+PROGRESS = os.path.join(tempfile.gettempdir(), f"src-ray-progress-{os.getpid()}.log")
 
 
 def cpu_args() -> dict[str, Any]:
@@ -46,6 +47,7 @@ def ray_session() -> Iterator[Any]:
         filter(None, [str(HERE), str(package_parent()), os.environ.get("PYTHONPATH", "")])
     )
     os.environ["SGLANG_ROLL_COMPAT_CACHE_DIR"] = cache
+    os.environ["SRC_RAY_PROGRESS"] = PROGRESS
     started = time.monotonic()
     ray.init(
         num_cpus=4,
@@ -79,7 +81,12 @@ def ray_session() -> Iterator[Any]:
 
 def call(ray: Any, ref: Any, timeout: float = 300) -> Any:
     FIGURES["calls"] += 1
-    return ray.get(ref, timeout=timeout)
+    try:
+        return ray.get(ref, timeout=timeout)
+    except BaseException:
+        if os.path.exists(PROGRESS):
+            print("actor progress:\n" + Path(PROGRESS).read_text())
+        raise
 
 
 def actor(ray: Any, cls: Any, **options: Any) -> Any:
@@ -87,6 +94,7 @@ def actor(ray: Any, cls: Any, **options: Any) -> Any:
     return ray.remote(cls).options(num_cpus=0, **options).remote()
 
 
+@pytest.mark.timeout(900)
 def test_async_actor_raw_engine_control_fails_and_roll_pattern_works(ray_session: Any) -> None:
     import ray_actors
 
@@ -100,7 +108,10 @@ def test_async_actor_raw_engine_control_fails_and_roll_pattern_works(ray_session
 
     import roll_pattern as roll
 
-    cfg = roll.roll_args(cpu_args(), rank=1)
+    # ROLL only setdefaults enable_memory_saver: a config's False stays (torch_memory_saver is
+    # CUDA-only; 0.5.2 refuses the flag without it)
+    cfg = roll.roll_args({**cpu_args(), "enable_memory_saver": False}, rank=1)
+    assert cfg["enable_memory_saver"] is False and cfg["trust_remote_code"] is True
     roll_actor = actor(ray, ray_actors.RawEngineActor)
     out = call(ray, roll_actor.roll_sequence.remote(cfg), timeout=400)
     FIGURES["roll_launch_s"] = out["launch_s"]
@@ -123,6 +134,7 @@ def test_async_actor_raw_engine_control_fails_and_roll_pattern_works(ray_session
     ray.kill(roll_actor)
 
 
+@pytest.mark.timeout(600)
 def test_threaded_actor_drives_the_facade_and_leaves_no_process(ray_session: Any) -> None:
     import ray_actors
 
@@ -155,6 +167,7 @@ def test_trainer_actor_sees_its_runtime_env(ray_session: Any) -> None:
     ray.kill(trainer)
 
 
+@pytest.mark.timeout(600)
 def test_scheduler_sigkilled_under_a_waiting_request(ray_session: Any) -> None:
     import ray_actors
 
