@@ -140,16 +140,21 @@ class RawEngineActor:
             named = _model_tensors(cfg["model_path"], 1)
 
             def trainer_rank0() -> None:
-                pg = init_custom_process_group(
-                    backend="gloo", init_method=f"tcp://127.0.0.1:{port}", world_size=2, rank=0, group_name=group
-                )
-                trainer["pg"] = pg
+                try:
+                    trainer["pg"] = init_custom_process_group(
+                        backend="gloo", init_method=f"tcp://127.0.0.1:{port}", world_size=2, rank=0, group_name=group
+                    )
+                except BaseException as exc:
+                    trainer["error"] = repr(exc)
 
             t = threading.Thread(target=trainer_rank0)
             t.start()
             joined = await roll.setup_collective_group(engine, "127.0.0.1", port, group, "gloo")
             t.join(timeout=60)
             out["group_joined"] = bool(joined[0])
+            if not joined[0] or "pg" not in trainer:  # a broadcast to no group kills SGLang's scheduler
+                out["group_error"] = f"engine: {joined[1]!r}; trainer: {trainer.get('error')}"
+                return out
 
             def broadcast() -> None:
                 for _, tensor in named:
@@ -163,6 +168,9 @@ class RawEngineActor:
             await engine.tokenizer_manager.flush_cache()
             progress("roll: broadcast")
             out["broadcast_tokens"] = (await roll.generate_one(engine, "roll-b", PROMPT, params))["output_ids"]
+        except asyncio.CancelledError as exc:  # the shim interrupts a task waiting on a dead engine
+            out["cancelled"] = " ".join(str(a) for a in exc.args)[-3000:]
+            progress(f"roll: cancelled: {out['cancelled'][:300]}")
         finally:
             engine.shutdown()
         await asyncio.sleep(0.5)
