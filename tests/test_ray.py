@@ -125,7 +125,12 @@ def test_async_actor_raw_engine_control_fails_and_roll_pattern_works(ray_session
     abort = out["abort"]
     assert abort["aborted"] == ["roll-abort-0", "roll-abort-1", "roll-abort-2"]
     assert abort["finish_reasons"] == ["abort"] * 3, abort
-    assert all(n < 2000 for n in abort["tokens"]) and abort["left"] == []
+    assert all(n < 2000 for n in abort["tokens"])
+    # SGLang 0.5.2 keeps the rid of a request aborted before its prefill in rid_to_state (its
+    # _handle_abort_req marks the state finished without deleting it): a fact of upstream, kept
+    # in the figures; ROLL's next abort_requests() aborts it again, harmlessly
+    assert set(abort["left"]) <= set(abort["aborted"])
+    FIGURES["rids_left_after_abort"] = len(abort["left"])
     assert out["after_load"] == one["output_ids"]  # released and resumed: the same engine answers
     assert out["bucket_results"] == [True, True]
     assert out["bucket_tokens"][0] != out["bucket_tokens"][1]  # the weights were loaded
