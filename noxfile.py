@@ -63,7 +63,14 @@ CI_VERSIONS = _newest_per_family()
 
 nox.options.default_venv_backend = "virtualenv"
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["lint", "typecheck", "unit", "test-unsupported", *[f"test-sglang-{v}" for v in CI_VERSIONS]]
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    "unit",
+    "test-unsupported",
+    *[f"test-sglang-{v}" for v in CI_VERSIONS],
+    "test-ray",
+]
 
 
 # -- the shared base venv --------------------------------------------------------------------
@@ -176,6 +183,22 @@ def test_unsupported(session: nox.Session) -> None:
         *session.posargs,
         env=env,
     )
+
+
+RAY_PIN = "ray==2.60.0"  # a test dependency of test-ray only (never in envs/base.txt)
+RAY_SGLANG = "0.5.2"  # the release whose engine really runs on this CPU
+
+
+@nox.session(name="test-ray", tags=["tests", "ci"])
+def test_ray(session: nox.Session) -> None:
+    """A real local Ray (loopback, no dashboard, started and stopped by the tests) with the real
+    CPU engine of SGLang 0.5.2: the actor kinds frameworks use, ROLL's call pattern inside an async
+    actor, runtime_env, and a scheduler killed under a waiting actor (tests/test_ray.py)."""
+    env = install_sglang(session, RAY_SGLANG)
+    session.install("--disable-pip-version-check", RAY_PIN)
+    env["SGLANG_ROLL_COMPAT_RAY"] = "1"  # the Ray tests must run here (they skip elsewhere)
+    args = session.posargs or ["tests/test_ray.py"]
+    session.run("python", "-P", "-m", "pytest", "-p", "no:cacheprovider", *args, env=env)
 
 
 @nox.session(tags=["tests", "ci"])

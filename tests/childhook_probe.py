@@ -17,6 +17,7 @@ def leave_marker() -> None:
         "NCCL_CUMEM_ENABLE",
         "CUDA_DEVICE_MAX_CONNECTIONS",
         "PYTORCH_CUDA_ALLOC_CONF",
+        "PYTORCH_ALLOC_CONF",
         "SGLANG_BLOCK_NONZERO_RANK_CHILDREN",
     )
     payload = {

@@ -28,6 +28,13 @@ class Output:
         self.message = message
 
 
+@dataclasses.dataclass
+class _FakeState:
+    rid: str
+    prompt_tokens: int
+    aborted: bool = False
+
+
 class FakeTokenizerManager:
     """Records every call; canned answers. ``fail_flushes`` makes the next N flushes fail."""
 
@@ -43,6 +50,9 @@ class FakeTokenizerManager:
         # up to 0.5.2, event_loop after): the real (patched) entry runs, the IPC loop is faked
         self.no_create_loop = True
         self.event_loop: Any = "the fake has no IPC loop"
+        # generation: one token every ``token_interval`` seconds, up to max_new_tokens (0: at once);
+        # while a request is generating its rid is a key of ``rid_to_state``, as upstream's
+        self.token_interval = 0.0
 
     def record(self, name: str, *args: Any, **kwargs: Any) -> None:
         self.calls.append((name, args, kwargs))
@@ -50,22 +60,71 @@ class FakeTokenizerManager:
     def requests(self, name: str) -> list[Any]:
         return [args[0] for n, args, _ in self.calls if n == name and args]
 
-    def _enter(self) -> None:
-        """What every upstream request path does first: the real, patched
-        ``TokenizerManager.auto_create_handle_loop``, on this object."""
+    def auto_create_handle_loop(self) -> None:
+        """The real, patched ``TokenizerManager.auto_create_handle_loop``, on this object (ROLL
+        calls it right after creating the engine)."""
         real = importlib.import_module("sglang.srt.managers.tokenizer_manager").TokenizerManager
         real.auto_create_handle_loop(self)
+
+    def _enter(self) -> None:
+        """What every upstream request path does first."""
+        self.auto_create_handle_loop()
 
     async def _maybe_block(self) -> None:
         if self.block is not None:
             await self.block.wait()
 
-    async def generate_request(self, obj: Any, request: Any = None) -> AsyncIterator[dict[str, Any]]:
+    async def generate_request(self, obj: Any, request: Any = None) -> AsyncIterator[Any]:
+        """Shaped like upstream's: a single request yields one dict (non-streaming: when it ends),
+        a batch (``input_ids`` a list of lists) one list of ``batch * n`` dicts. With
+        ``token_interval`` set, tokens come one by one and ``abort_request(rid)`` ends a request
+        early with an abort finish reason."""
         self._enter()
         self.record("generate_request", obj)
         await self._maybe_block()
         ids = obj.input_ids if getattr(obj, "input_ids", None) is not None else [0]
-        yield {"text": "", "output_ids": [7, 8, 9], "meta_info": {"prompt_tokens": len(ids), "finish_reason": "length"}}
+        batch = bool(ids) and isinstance(ids[0], list)
+        prompts = ids if batch else [ids]
+        params = obj.sampling_params or {}
+        n = int((params[0] if isinstance(params, list) else params).get("n", 1) or 1) if batch else 1
+        rids = obj.rid if isinstance(obj.rid, list) else [obj.rid] * len(prompts)
+        states = []
+        for i, prompt in enumerate(p for p in prompts for _ in range(n)):
+            rid = rids[i // n] if rids[i // n] is not None else f"fake-{len(self.calls)}-{i}"
+            rid = rid if n == 1 else f"{rid}-{i % n}"
+            state = _FakeState(rid, len(prompt))
+            self.rid_to_state[rid] = state
+            states.append(state)
+        try:
+            outs = [await self._run(state, params, bool(obj.return_logprob)) for state in states]
+        finally:
+            for state in states:
+                self.rid_to_state.pop(state.rid, None)
+        yield outs if batch else outs[0]
+
+    async def _run(self, state: _FakeState, params: Any, logprob: bool) -> dict[str, Any]:
+        import asyncio
+
+        params = params[0] if isinstance(params, list) else params
+        limit = int(params.get("max_new_tokens", 3) or 3) if self.token_interval else 3
+        tokens: list[int] = []
+        while len(tokens) < limit and not state.aborted:
+            if self.token_interval:
+                await asyncio.sleep(self.token_interval)
+            tokens.append(7 + len(tokens))
+        if state.aborted:
+            finish: Any = {"type": "abort", "message": "Abort in waiting queue"}
+        else:
+            finish = {"type": "length", "length": limit} if self.token_interval else "length"
+        meta: dict[str, Any] = {
+            "id": state.rid,
+            "prompt_tokens": state.prompt_tokens,
+            "completion_tokens": len(tokens),
+            "finish_reason": finish,
+        }
+        if logprob:  # upstream: (logprob, token id, token text or None) per output token
+            meta["output_token_logprobs"] = [(-0.5 - 0.01 * i, t, None) for i, t in enumerate(tokens)]
+        return {"text": "", "output_ids": tokens, "meta_info": meta}
 
     async def update_weights_from_tensor(self, obj: Any, request: Any = None) -> tuple[bool, str]:
         self._enter()
@@ -100,6 +159,11 @@ class FakeTokenizerManager:
 
     def abort_request(self, *args: Any, **kwargs: Any) -> None:
         self.record("abort_request", *args, **kwargs)
+        rid = kwargs.get("rid", args[0] if args else "")
+        for key, state in list(self.rid_to_state.items()):
+            # tests may put their own objects here: only the fake's own requests generate
+            if isinstance(state, _FakeState) and (kwargs.get("abort_all") or key == rid):
+                state.aborted = True
 
     async def pause_generation(self, *args: Any) -> None:
         self.record("pause_generation", *args)
