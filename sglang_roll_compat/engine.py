@@ -145,7 +145,9 @@ class Engine(RLFacade):
     async def _set_weight_version(self, version: str) -> tuple[bool, str]:
         tm = self.tokenizer_manager
         if hasattr(self._tm_class, "update_weight_version"):  # 0.5.19+: tokenizer manager and schedulers
-            await tm.update_weight_version(self._io.UpdateWeightVersionReqInput(new_version=version, abort_all_requests=False))
+            await tm.update_weight_version(
+                self._io.UpdateWeightVersionReqInput(new_version=version, abort_all_requests=False)
+            )
         elif hasattr(self._tm_class, "_update_weight_version_if_provided"):
             tm._update_weight_version_if_provided(version)
         else:  # what this release's HTTP server does (its tokenizer manager has no method for it)

@@ -55,8 +55,8 @@ PROFILE_ACTIVITIES = ("CPU", "GPU", "MEM", "CUDA_PROFILER", "RPD")
 
 # extra request fields for the weight updates of facade.py (weight_version), per operation,
 # for the duration of one facade call (set by the overrides below, read by ``_send``)
-_EXTRA_FIELDS: contextvars.ContextVar[dict[str, dict[str, Any]]] = contextvars.ContextVar(
-    "sglang_roll_compat_extra_fields", default={}
+_EXTRA_FIELDS: contextvars.ContextVar[dict[str, dict[str, Any]] | None] = contextvars.ContextVar(
+    "sglang_roll_compat_extra_fields", default=None
 )
 
 
@@ -81,9 +81,7 @@ def rl_capabilities(io: Any, tm_cls: Any) -> dict[str, Capability]:
     }
     for op in ("load_lora_adapter", "unload_lora_adapter", "load_lora_adapter_from_tensors", "update_weights_from_ipc"):
         caps[op] = Capability(NATIVE) if has(op) else Capability(UNSUPPORTED, _since(op))
-    caps["score"] = (
-        Capability(NATIVE) if hasattr(tm_cls, "score_request") else Capability(UNSUPPORTED, _since("score"))
-    )
+    caps["score"] = Capability(NATIVE) if hasattr(tm_cls, "score_request") else Capability(UNSUPPORTED, _since("score"))
     if not hasattr(io, "UpdateWeightVersionReqInput"):
         for op in ("get_weight_version", "update_weight_version"):
             caps[op] = Capability(UNSUPPORTED, f"no weight versions: {_since('weight_version')}")
@@ -167,7 +165,7 @@ class RLFacade(FacadeBase):
 
     # -- plumbing -------------------------------------------------------------------------------
     async def _send(self, op: str, **fields: Any) -> Any:
-        extra = _EXTRA_FIELDS.get().get(op)
+        extra = (_EXTRA_FIELDS.get() or {}).get(op)
         if extra:
             fields = {**fields, **extra}
         return await super()._send(op, **fields)
@@ -199,7 +197,7 @@ class RLFacade(FacadeBase):
             await self._set_weight_version(weight_version)
 
     # -- weight_version on the weight updates of facade.py ----------------------------------------
-    async def async_update_weights_from_tensor(  # type: ignore[override]
+    async def async_update_weights_from_tensor(
         self,
         named_tensors: Sequence[tuple[str, Any]],
         load_format: str | None = None,
@@ -213,7 +211,7 @@ class RLFacade(FacadeBase):
             "update_weights_from_tensor", weight_version, lambda: base(named_tensors, load_format, flush_cache)
         )
 
-    async def async_update_weights_from_distributed(  # type: ignore[override]
+    async def async_update_weights_from_distributed(
         self,
         names: Sequence[str],
         dtypes: Sequence[Any],
@@ -480,7 +478,7 @@ class RLFacade(FacadeBase):
         return self._run(self.async_close_session(session_id))
 
     # -- generate: LoRA adapters and sessions checked ---------------------------------------------
-    async def async_generate(  # type: ignore[override]
+    async def async_generate(
         self,
         prompt: str | list[str] | None = None,
         sampling_params: dict[str, Any] | list[dict[str, Any]] | None = None,
@@ -544,7 +542,9 @@ class RLFacade(FacadeBase):
         known = self._profile_fields()
         missing = sorted(k for k, v in fields.items() if v is not None and k not in known)
         if missing:
-            raise NotImplementedError(f"start_profile of the installed SGLang takes no {missing} (it takes {sorted(known)})")
+            raise NotImplementedError(
+                f"start_profile of the installed SGLang takes no {missing} (it takes {sorted(known)})"
+            )
         self._check_open()
         await self._guarded(self._profile(True, {k: v for k, v in fields.items() if v is not None}))
 

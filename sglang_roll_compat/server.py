@@ -585,7 +585,13 @@ class ServerEngine(RLFacade):
 
 # operations whose endpoint answers 200 and nothing the facade reads, or a JSON value it returns
 _NO_ANSWER = frozenset(
-    {"release_memory_occupation", "resume_memory_occupation", "pause_generation", "continue_generation", "close_session"}
+    {
+        "release_memory_occupation",
+        "resume_memory_occupation",
+        "pause_generation",
+        "continue_generation",
+        "close_session",
+    }
 )
 _JSON_ANSWER = frozenset({"get_weights_by_name", "open_session"})
 
