@@ -71,7 +71,9 @@ def rl_capabilities(io: Any, tm_cls: Any) -> dict[str, Capability]:
         return hasattr(io, RL_REQUESTS[op]) and hasattr(tm_cls, method or op)
 
     caps: dict[str, Capability] = {
-        "update_weights_from_disk": Capability(NATIVE),
+        "update_weights_from_disk": Capability(
+            NATIVE, "an engine launched with load_format='dummy' loads the checkpoint with 'auto'"
+        ),
         "get_weights_by_name": Capability(NATIVE),
         "encode": Capability(NATIVE),
         "start_profile": Capability(NATIVE),
@@ -240,6 +242,8 @@ class RLFacade(FacadeBase):
             raise FileNotFoundError(f"update_weights_from_disk: {path} does not exist")
         _check_load_format(load_format)
         self._check_weight_version(weight_version)
+        if load_format is None and self._server_arg("load_format") == "dummy":
+            load_format = "auto"  # the engine's own format would be the dummy loader, which reads no files
         out = await self._send(
             "update_weights_from_disk", model_path=path, load_format=load_format, weight_version=weight_version
         )

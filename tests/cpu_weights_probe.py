@@ -1,6 +1,7 @@
 """Run by tests/test_cpu_engine.py in a subprocess: a REAL SGLang engine on this CPU, a tiny OPT
 (of 0.5.2's models only OPT's get_weights_by_name works: Qwen2 has none, Llama's unpacks its
-stacked-parameter table wrongly and answers None), weights pushed as tensors, then the same weights
+stacked-parameter table wrongly and answers None; the engine is launched with load_format="dummy",
+as RL trainers do), weights pushed as tensors, then the same weights
 written as a safetensors checkpoint and loaded from disk.
 ``python cpu_weights_probe.py OUT_DIR`` writes OUT_DIR/probe.json."""
 
@@ -33,6 +34,8 @@ def opt_config() -> Any:
         num_hidden_layers=2,
         num_attention_heads=4,
         max_position_embeddings=512,
+        num_key_value_heads=4,  # read by SGLang's generic code (OPTConfig has no such field)
+        head_dim=64,
         torch_dtype="bfloat16",
         architectures=["OPTForCausalLM"],
     )
@@ -73,7 +76,7 @@ def main(out_dir: str) -> None:
             expected = weights_a[PROBE][:3].float()
             result["weights_by_name_shape"] = list(torch.tensor(got).shape)
             result["weights_by_name_max_diff"] = float((torch.tensor(got, dtype=torch.float32) - expected).abs().max())
-        except LookupError as exc:
+        except LookupError as exc:  # recorded, so that the test shows what the engine answered
             result["weights_by_name_error"] = str(exc)
         try:
             engine.update_weights_from_disk(os.path.join(out_dir, "missing"))

@@ -68,7 +68,12 @@ def test_weights_from_disk_match_the_same_weights_as_tensors_and_read_back(tmp_p
     with update_weights_from_disk, generates exactly what a tensor update of the same weights
     generated; get_weights_by_name reads those weights back; the weight version is the one given."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_parent()), env.get("PYTHONPATH", "")]))
+    # SGLang's own OPT module imports vllm names at module level: without the import stub (only
+    # bound, never called: a call would raise) SGLang falls back to its Transformers wrapper,
+    # which has no get_weights_by_name
+    vllm_stub = Path(__file__).resolve().parent.parent / "envs" / "stubs" / "vllm"
+    parts = [str(package_parent()), env.get("PYTHONPATH", ""), str(vllm_stub)]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, parts))
     env["SGLANG_ROLL_COMPAT_CACHE_DIR"] = str(tmp_path / "cache")
     probe = Path(__file__).parent / "cpu_weights_probe.py"
     proc = subprocess.run(
