@@ -57,6 +57,9 @@ class FakeTokenizerManager:
         self.no_create_loop = True
         self.event_loop: Any = "the fake has no IPC loop"
         self.loras: dict[str, str] = {}
+        self._config_updates: dict[str, Any] = {}
+        if hasattr(_real_tm(), "config_value"):  # 0.5.17+: what changed after launch, on top of the record
+            self.config_value = self._config_value
 
     def record(self, name: str, *args: Any, **kwargs: Any) -> None:
         self.calls.append((name, args, kwargs))
@@ -104,8 +107,15 @@ class FakeTokenizerManager:
             self._update_weight_version_if_provided(version)
 
     def _update_weight_version_if_provided(self, version: str | None) -> None:
-        if version is not None:
+        if version is None:
+            return
+        if hasattr(_real_tm(), "config_value"):  # 0.5.17+: a config record (server_args is read-only)
+            self._config_updates["weight_version"] = version
+        else:
             self.server_args.weight_version = version
+
+    def _config_value(self, name: str) -> Any:
+        return self._config_updates.get(name, getattr(self.server_args, name, None))
 
     async def update_weight_version(self, obj: Any) -> None:
         self.record("update_weight_version", obj)

@@ -25,10 +25,10 @@ def shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(shared_dir: Path) -> Any:
-    from sglang.srt.server_args import ServerArgs
+    from sglang_roll_compat.serverargs import field_names
 
     lora = {"enable_lora": True, "max_lora_rank": 8, "lora_target_modules": ["q_proj"]}
-    fields = set(ServerArgs.__dataclass_fields__)
+    fields = field_names()
     engine = start(shared_dir, **{k: v for k, v in lora.items() if k in fields})
     yield engine
     engine.shutdown()
