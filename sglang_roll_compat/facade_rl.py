@@ -200,35 +200,20 @@ class RLFacade(FacadeBase):
 
     # -- weight_version on the weight updates of facade.py ----------------------------------------
     async def async_update_weights_from_tensor(
-        self,
-        named_tensors: Sequence[tuple[str, Any]],
-        load_format: str | None = None,
-        flush_cache: bool = True,
-        weight_version: str | None = None,
+        self, named_tensors: Sequence[tuple[str, Any]], *args: Any, weight_version: str | None = None, **kwargs: Any
     ) -> tuple[bool, str]:
-        """As :meth:`FacadeBase.async_update_weights_from_tensor`; ``weight_version`` (0.5.2+)
-        tags the weights (read it back with ``get_weight_version``)."""
+        """As :meth:`FacadeBase.async_update_weights_from_tensor` (same arguments, passed through);
+        ``weight_version`` (0.5.2+) tags the weights (read it back with ``get_weight_version``)."""
         base = super().async_update_weights_from_tensor
-        return await self._versioned(
-            "update_weights_from_tensor", weight_version, lambda: base(named_tensors, load_format, flush_cache)
-        )
+        call = lambda: base(named_tensors, *args, **kwargs)  # noqa: E731
+        return await self._versioned("update_weights_from_tensor", weight_version, call)
 
     async def async_update_weights_from_distributed(
-        self,
-        names: Sequence[str],
-        dtypes: Sequence[Any],
-        shapes: Sequence[Sequence[int]],
-        group_name: str = "weight_update_group",
-        flush_cache: bool = True,
-        load_format: str | None = None,
-        weight_version: str | None = None,
+        self, *args: Any, weight_version: str | None = None, **kwargs: Any
     ) -> tuple[bool, str]:
+        """As :meth:`FacadeBase.async_update_weights_from_distributed`, with ``weight_version``."""
         base = super().async_update_weights_from_distributed
-        return await self._versioned(
-            "update_weights_from_distributed",
-            weight_version,
-            lambda: base(names, dtypes, shapes, group_name, flush_cache, load_format),
-        )
+        return await self._versioned("update_weights_from_distributed", weight_version, lambda: base(*args, **kwargs))
 
     # -- weights from disk, IPC; reading them back -----------------------------------------------
     async def async_update_weights_from_disk(

@@ -271,11 +271,7 @@ class ServerEngine(RLFacade):
         self._caps["shutdown"] = Capability(ADAPTED, "ends the server's process group and waits for its port")
 
     async def async_update_weights_from_tensor(
-        self,
-        named_tensors: Sequence[tuple[str, Any]],
-        load_format: str | None = None,
-        flush_cache: bool = True,
-        weight_version: str | None = None,
+        self, named_tensors: Sequence[tuple[str, Any]], *args: Any, **kwargs: Any
     ) -> tuple[bool, str]:
         """As the in-process engine's, but the tensors must live on a CUDA device: they travel to
         the server as CUDA IPC handles (a CPU tensor would need this process's multiprocessing
@@ -289,7 +285,7 @@ class ServerEngine(RLFacade):
                     f"named_tensors[{i}] is on {device}: over HTTP, update_weights_from_tensor sends CUDA IPC "
                     "handles, so the tensors must be on a CUDA device (use the in-process Engine for CPU tensors)"
                 )
-        return await super().async_update_weights_from_tensor(named_tensors, load_format, flush_cache, weight_version)
+        return await super().async_update_weights_from_tensor(named_tensors, *args, **kwargs)
 
     @property
     def url(self) -> str:
