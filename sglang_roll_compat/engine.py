@@ -21,20 +21,21 @@ from .facade import (
     NATIVE,
     REQUESTS,
     Capability,
-    FacadeBase,
     MemoryMeter,
     _check_rids,
+    _fields,
     _params,
     capabilities,
     nvidia_smi_meter,
 )
+from .facade_rl import RLFacade
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Capability", "Engine", "capabilities", "nvidia_smi_meter"]
 
 
-class Engine(FacadeBase):
+class Engine(RLFacade):
     """SGLang's offline Engine, with one API for every supported release.
 
     ``Engine(**server_args, worker_name=None)``: server arguments pass through to SGLang after a
@@ -91,10 +92,21 @@ class Engine(FacadeBase):
         return await method(obj, None)
 
     def _generate_call(self, kwargs: dict[str, Any]) -> Awaitable[Any]:
-        return self._upstream.async_generate(**kwargs)  # type: ignore[no-any-return]
+        if set(kwargs) <= _params(type(self._upstream).async_generate):
+            return self._upstream.async_generate(**kwargs)  # type: ignore[no-any-return]
+        return self._generate_request(kwargs)  # a request field upstream's async_generate does not pass on
+
+    async def _generate_request(self, kwargs: dict[str, Any]) -> Any:
+        """What upstream's ``async_generate`` does (one non-streaming answer), with every field of
+        the release's ``GenerateReqInput`` (``session_params`` before 0.5.15, say)."""
+        fields = {k: v for k, v in kwargs.items() if v is not None}
+        fields["text"] = fields.pop("prompt", None)
+        obj = self._io.GenerateReqInput(**fields)
+        return await self.tokenizer_manager.generate_request(obj, None).__anext__()
 
     def _generate_params(self) -> frozenset[str]:
-        return _params(type(self._upstream).async_generate)
+        request_fields = _fields(self._io.GenerateReqInput) - {"text", "stream"}
+        return _params(type(self._upstream).async_generate) | request_fields
 
     async def _abort(self, rids: list[str] | None) -> list[str]:
         return self._abort_now(rids)
@@ -118,6 +130,51 @@ class Engine(FacadeBase):
         """Abort the given requests, or all pending ones (None); returns the rids sent."""
         self._check_open()
         return self._abort_now(_check_rids(rids))
+
+    # -- the in-process transport of facade_rl ------------------------------------------------
+    @functools.cached_property
+    def _tm_class(self) -> Any:
+        return importlib.import_module("sglang.srt.managers.tokenizer_manager").TokenizerManager
+
+    async def _read_weight_version(self) -> str | None:
+        tm = self.tokenizer_manager
+        if callable(getattr(tm, "config_value", None)):  # 0.5.17+: the published config record
+            return tm.config_value("weight_version")  # type: ignore[no-any-return]
+        return getattr(tm.server_args, "weight_version", None)
+
+    async def _set_weight_version(self, version: str) -> tuple[bool, str]:
+        tm = self.tokenizer_manager
+        if hasattr(self._tm_class, "update_weight_version"):  # 0.5.19+: tokenizer manager and schedulers
+            await tm.update_weight_version(
+                self._io.UpdateWeightVersionReqInput(new_version=version, abort_all_requests=False)
+            )
+        elif hasattr(self._tm_class, "_update_weight_version_if_provided"):
+            tm._update_weight_version_if_provided(version)
+        else:  # what this release's HTTP server does (its tokenizer manager has no method for it)
+            tm.server_args.weight_version = version
+        return True, f"weight version set to {version}"
+
+    def _profile_fields(self) -> frozenset[str]:
+        params = _params(self._tm_class.start_profile)
+        if "req" in params:  # 0.5.15+: one ProfileReq
+            return _fields(self._io.ProfileReq) - {"type", "req_type", "profile_id"}
+        return params - {"self"}
+
+    async def _profile(self, start: bool, fields: dict[str, Any]) -> None:
+        tm = self.tokenizer_manager
+        if not start:
+            await tm.stop_profile()
+        elif "req" in _params(self._tm_class.start_profile):
+            await tm.start_profile(self._io.ProfileReq(**fields))
+        else:
+            await tm.start_profile(**fields)
+
+    async def _encode(self, fields: dict[str, Any]) -> Any:
+        obj = getattr(self._io, REQUESTS["encode"])(**fields)
+        return await self.tokenizer_manager.generate_request(obj, None).__anext__()
+
+    async def _score(self, fields: dict[str, Any]) -> Any:
+        return await self.tokenizer_manager.score_request(**fields, request=None)
 
     def _serialize(self, payload: Any) -> Any:
         return self._serializer.serialize(payload)

@@ -129,6 +129,9 @@ def capabilities() -> dict[str, Capability]:
         caps["pause_generation"] = Capability(UNSUPPORTED, "no pause/continue before SGLang 0.4.8")
         caps["continue_generation"] = Capability(UNSUPPORTED, "no pause/continue before SGLang 0.4.8")
     caps["shutdown"] = Capability(ADAPTED, "ends only the processes this engine started")
+    from .facade_rl import rl_capabilities  # the rest of the RL-facing API (it imports this module)
+
+    caps.update(rl_capabilities(io, tm_cls))
     return caps
 
 

@@ -43,7 +43,8 @@ from typing import Any
 
 from . import serverargs, workspace
 from .errors import EngineDeadError, EngineLaunchError, SGLangRollCompatError
-from .facade import ADAPTED, ENGINE_MODULE, UNSUPPORTED, Capability, FacadeBase, MemoryMeter, _fields
+from .facade import ADAPTED, ENGINE_MODULE, UNSUPPORTED, Capability, MemoryMeter, _fields
+from .facade_rl import SENDS_NOTHING_WHEN_ADAPTED, RLFacade
 from .watchdog import DeathNotice
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,12 @@ CONNECT_RETRIES = 3
 HEALTH_INTERVAL = 0.5
 HTTP_SERVER_MODULE = "sglang.srt.entrypoints.http_server"
 # facade capabilities whose endpoint is not "/<capability>" (None: the capability sends no request)
-_ENDPOINTS: dict[str, str | None] = {"abort": "/abort_request", "shutdown": None}
+_ENDPOINTS: dict[str, str | None] = {
+    "abort": "/abort_request",
+    "shutdown": None,
+    "score": "/v1/score",
+    "get_weight_version": None,  # /get_weight_version, or /model_info where the release has no such route
+}
 # a route decorator of the server's FastAPI app: @app.get("/x"), @app.post("/x"), and
 # @app.api_route("/x", methods=[...]) with the path on the same line or on the next ones
 _ROUTE_DECORATOR = re.compile(
@@ -169,7 +175,7 @@ def _httpx() -> Any:
     return httpx
 
 
-class ServerEngine(FacadeBase):
+class ServerEngine(RLFacade):
     """The facade over an SGLang HTTP server in a child process (or an existing one: ``connect``)."""
 
     def __init__(
@@ -247,7 +253,11 @@ class ServerEngine(FacadeBase):
         self._setup(memory_meter, None)
         # what differs over HTTP: endpoints this release's server lacks, the server lists no
         # pending requests (abort-all), and shutdown ends the server
-        self._missing_routes = missing_routes(self._caps)
+        self._missing_routes = {
+            name: route
+            for name, route in missing_routes(self._caps).items()
+            if not (name in SENDS_NOTHING_WHEN_ADAPTED and self._caps[name].support == ADAPTED)
+        }
         for name, route in self._missing_routes.items():
             cap = self._caps[name]
             note = f"this release's HTTP server has no {route}"
@@ -261,7 +271,7 @@ class ServerEngine(FacadeBase):
         self._caps["shutdown"] = Capability(ADAPTED, "ends the server's process group and waits for its port")
 
     async def async_update_weights_from_tensor(
-        self, named_tensors: Sequence[tuple[str, Any]], load_format: str | None = None, flush_cache: bool = True
+        self, named_tensors: Sequence[tuple[str, Any]], *args: Any, **kwargs: Any
     ) -> tuple[bool, str]:
         """As the in-process engine's, but the tensors must live on a CUDA device: they travel to
         the server as CUDA IPC handles (a CPU tensor would need this process's multiprocessing
@@ -275,7 +285,7 @@ class ServerEngine(FacadeBase):
                     f"named_tensors[{i}] is on {device}: over HTTP, update_weights_from_tensor sends CUDA IPC "
                     "handles, so the tensors must be on a CUDA device (use the in-process Engine for CPU tensors)"
                 )
-        return await super().async_update_weights_from_tensor(named_tensors, load_format, flush_cache)
+        return await super().async_update_weights_from_tensor(named_tensors, *args, **kwargs)
 
     @property
     def url(self) -> str:
@@ -422,14 +432,19 @@ class ServerEngine(FacadeBase):
         response = await self._http("POST", path, fields if fields is not None else None)
         if op == "flush_cache":
             return (response.status_code == 200, response.text)
-        if op in ("release_memory_occupation", "resume_memory_occupation", "pause_generation", "continue_generation"):
+        if op in _NO_ANSWER:
             if response.status_code != 200:
                 raise ServerResponseError(f"{path}: HTTP {response.status_code}: {response.text[:500]}")
             return None
         payload = self._json(response, path)
+        if op in _JSON_ANSWER:
+            if response.status_code != 200:
+                raise ServerResponseError(f"{path}: HTTP {response.status_code}: {str(payload)[:500]}")
+            return payload
         if not isinstance(payload, dict) or "success" not in payload:
             raise ServerResponseError(f"{path}: expected {{'success': ..., 'message': ...}}, got {str(payload)[:200]}")
-        return (bool(payload["success"]), str(payload.get("message", "")))
+        # LoRA answers carry error_message (and loaded_adapters) instead of message
+        return (bool(payload["success"]), str(payload.get("message") or payload.get("error_message") or ""))
 
     async def _generate_call(self, kwargs: dict[str, Any]) -> Any:
         self._require("generate")
@@ -447,6 +462,65 @@ class ServerEngine(FacadeBase):
     def _generate_params(self) -> frozenset[str]:
         fields = _fields(self._io.GenerateReqInput) - {"text", "stream"}
         return frozenset(fields)
+
+    # -- the HTTP transport of facade_rl -------------------------------------------------------
+    def _knows_server_args(self) -> bool:
+        return self._process is not None  # connect(url): the server's arguments are not known here
+
+    def _local_paths(self) -> bool:
+        return self._process is not None  # a server this object started runs on this machine
+
+    async def _post_json(self, route: str, body: Any) -> Any:
+        self._require_route(route)
+        response = await self._http("POST", route, body)
+        payload = self._json(response, route)
+        if response.status_code != 200:
+            raise ServerResponseError(f"{route}: HTTP {response.status_code}: {str(payload)[:500]}")
+        return payload
+
+    def _require_route(self, route: str) -> None:
+        routes = server_routes()
+        if routes is not None and route not in routes:
+            raise NotImplementedError(f"this release's HTTP server has no {route}")
+
+    async def _read_weight_version(self) -> str | None:
+        routes = server_routes()
+        route = "/get_weight_version" if routes is None or "/get_weight_version" in routes else "/model_info"
+        self._require_route(route)
+        response = await self._http("GET", route)
+        payload = self._json(response, route)
+        if response.status_code != 200 or not isinstance(payload, dict) or "weight_version" not in payload:
+            raise ServerResponseError(f"{route}: HTTP {response.status_code}, no weight_version: {str(payload)[:200]}")
+        version = payload["weight_version"]
+        return None if version is None else str(version)
+
+    async def _set_weight_version(self, version: str) -> tuple[bool, str]:
+        payload = await self._post_json("/update_weight_version", {"new_version": version, "abort_all_requests": False})
+        if not isinstance(payload, dict) or "success" not in payload:
+            raise ServerResponseError(f"/update_weight_version: expected success/message, got {str(payload)[:200]}")
+        return bool(payload["success"]), str(payload.get("message", ""))
+
+    def _profile_fields(self) -> frozenset[str]:
+        cls = getattr(self._io, "ProfileReqInput", None) or self._io.ProfileReq  # 0.5.15+: ProfileReq itself
+        return _fields(cls) - {"type", "req_type", "profile_id"}
+
+    async def _profile(self, start: bool, fields: dict[str, Any]) -> None:
+        route = "/start_profile" if start else "/stop_profile"
+        self._require_route(route)
+        response = await self._http("POST", route, fields if start else None)
+        if response.status_code != 200:
+            raise ServerResponseError(f"{route}: HTTP {response.status_code}: {response.text[:500]}")
+
+    async def _encode(self, fields: dict[str, Any]) -> Any:
+        self._require("encode")
+        return await self._post_json("/encode", fields)
+
+    async def _score(self, fields: dict[str, Any]) -> Any:
+        self._require("score")
+        payload = await self._post_json("/v1/score", fields)
+        if not isinstance(payload, dict) or not isinstance(payload.get("scores"), list):
+            raise ServerResponseError(f"/v1/score: expected {{'scores': [...]}}, got {str(payload)[:200]}")
+        return payload["scores"]
 
     async def _abort(self, rids: list[str] | None) -> list[str]:
         if "abort" in self._missing_routes:
@@ -503,6 +577,19 @@ class ServerEngine(FacadeBase):
         if not isinstance(payload, dict):
             raise ServerResponseError(f"/get_server_info: expected an object, got {str(payload)[:200]}")
         return payload
+
+
+# operations whose endpoint answers 200 and nothing the facade reads, or a JSON value it returns
+_NO_ANSWER = frozenset(
+    {
+        "release_memory_occupation",
+        "resume_memory_occupation",
+        "pause_generation",
+        "continue_generation",
+        "close_session",
+    }
+)
+_JSON_ANSWER = frozenset({"get_weights_by_name", "open_session"})
 
 
 def _group_alive(pgid: int) -> bool:

@@ -35,6 +35,19 @@ class _FakeState:
     aborted: bool = False
 
 
+class LoRAAnswer:
+    """Shaped like upstream's LoRAUpdateResult."""
+
+    def __init__(self, success: bool, error_message: str | None, loaded_adapters: dict[str, str]) -> None:
+        self.success = success
+        self.error_message = error_message
+        self.loaded_adapters = loaded_adapters
+
+
+def _real_tm() -> Any:
+    return importlib.import_module("sglang.srt.managers.tokenizer_manager").TokenizerManager
+
+
 class FakeTokenizerManager:
     """Records every call; canned answers. ``fail_flushes`` makes the next N flushes fail."""
 
@@ -53,6 +66,10 @@ class FakeTokenizerManager:
         # generation: one token every ``token_interval`` seconds, up to max_new_tokens (0: at once);
         # while a request is generating its rid is a key of ``rid_to_state``, as upstream's
         self.token_interval = 0.0
+        self.loras: dict[str, str] = {}
+        self._config_updates: dict[str, Any] = {}
+        if hasattr(_real_tm(), "config_value"):  # 0.5.17+: what changed after launch, on top of the record
+            self.config_value = self._config_value
 
     def record(self, name: str, *args: Any, **kwargs: Any) -> None:
         self.calls.append((name, args, kwargs))
@@ -82,6 +99,9 @@ class FakeTokenizerManager:
         self._enter()
         self.record("generate_request", obj)
         await self._maybe_block()
+        if type(obj).__name__ == "EmbeddingReqInput":
+            yield {"embedding": [0.25, 0.5], "meta_info": {"prompt_tokens": 1}}
+            return
         ids = obj.input_ids if getattr(obj, "input_ids", None) is not None else [0]
         batch = bool(ids) and isinstance(ids[0], list)
         prompts = ids if batch else [ids]
@@ -130,11 +150,89 @@ class FakeTokenizerManager:
         self._enter()
         self.record("update_weights_from_tensor", obj)
         await self._maybe_block()
+        self._versioned(obj)
         return True, "Success"
 
     async def update_weights_from_distributed(self, obj: Any, request: Any = None) -> tuple[bool, str]:
         self.record("update_weights_from_distributed", obj)
+        self._versioned(obj)
         return True, "Success"
+
+    # -- the rest of the RL-facing API (facade_rl) ----------------------------------------------
+    def _versioned(self, obj: Any) -> None:
+        """What the real tokenizer manager does after a successful update, where it does it."""
+        version = getattr(obj, "weight_version", None)
+        if version is not None and hasattr(_real_tm(), "_update_weight_version_if_provided"):
+            self._update_weight_version_if_provided(version)
+
+    def _update_weight_version_if_provided(self, version: str | None) -> None:
+        if version is None:
+            return
+        if hasattr(_real_tm(), "config_value"):  # 0.5.17+: a config record (server_args is read-only)
+            self._config_updates["weight_version"] = version
+        else:
+            self.server_args.weight_version = version
+
+    def _config_value(self, name: str) -> Any:
+        return self._config_updates.get(name, getattr(self.server_args, name, None))
+
+    async def update_weight_version(self, obj: Any) -> None:
+        self.record("update_weight_version", obj)
+        self._update_weight_version_if_provided(obj.new_version)
+
+    async def update_weights_from_disk(self, obj: Any, request: Any = None) -> tuple[bool, str, int]:
+        self.record("update_weights_from_disk", obj)
+        self._versioned(obj)
+        return True, "Succeeded to update model weights.", 0
+
+    async def update_weights_from_ipc(self, obj: Any, request: Any = None) -> tuple[bool, str]:
+        self.record("update_weights_from_ipc", obj)
+        self._versioned(obj)
+        return True, "Success"
+
+    async def get_weights_by_name(self, obj: Any, request: Any = None) -> Any:
+        self.record("get_weights_by_name", obj)
+        return None if obj.name == "no.such.weight" else [[0.5, 1.5]][: obj.truncate_size]
+
+    async def load_lora_adapter(self, obj: Any, request: Any = None) -> Any:
+        self.record("load_lora_adapter", obj)
+        self.loras[obj.lora_name] = obj.lora_path
+        return LoRAAnswer(True, None, dict(self.loras))
+
+    async def load_lora_adapter_from_tensors(self, obj: Any, request: Any = None) -> Any:
+        self.record("load_lora_adapter_from_tensors", obj)
+        self.loras[obj.lora_name] = "<tensors>"
+        return LoRAAnswer(True, None, dict(self.loras))
+
+    async def unload_lora_adapter(self, obj: Any, request: Any = None) -> Any:
+        self.record("unload_lora_adapter", obj)
+        self.loras.pop(obj.lora_name, None)
+        return LoRAAnswer(True, None, dict(self.loras))
+
+    async def open_session(self, obj: Any, request: Any = None) -> str | None:
+        self.record("open_session", obj)
+        return obj.session_id or "fake-session-1"
+
+    async def close_session(self, obj: Any, request: Any = None) -> None:
+        self.record("close_session", obj)
+
+    async def begin_weight_update(self, obj: Any, request: Any = None) -> tuple[bool, str]:
+        self.record("begin_weight_update", obj)
+        return True, "Success"
+
+    async def end_weight_update(self, obj: Any, request: Any = None) -> tuple[bool, str]:
+        self.record("end_weight_update", obj)
+        return True, "Success"
+
+    async def start_profile(self, *args: Any, **kwargs: Any) -> None:
+        self.record("start_profile", *args, **kwargs)
+
+    async def stop_profile(self) -> None:
+        self.record("stop_profile")
+
+    async def score_request(self, **kwargs: Any) -> list[list[float]]:
+        self.record("score_request", **kwargs)
+        return [[0.25, 0.75] for _ in kwargs["items"]]
 
     async def init_weights_update_group(self, obj: Any, request: Any = None) -> tuple[bool, str]:
         self.record("init_weights_update_group", obj)

@@ -38,12 +38,33 @@ REQUESTS = {
     "/pause_generation": "PauseGenerationReqInput",
     "/continue_generation": "ContinueGenerationReqInput",
     "/abort_request": "AbortReq",
+    "/update_weights_from_disk": "UpdateWeightFromDiskReqInput",
+    "/update_weights_from_ipc": "UpdateWeightsFromIPCReqInput",
+    "/get_weights_by_name": "GetWeightsByNameReqInput",
+    "/update_weight_version": "UpdateWeightVersionReqInput",
+    "/load_lora_adapter": "LoadLoRAAdapterReqInput",
+    "/unload_lora_adapter": "UnloadLoRAAdapterReqInput",
+    "/load_lora_adapter_from_tensors": "LoadLoRAAdapterFromTensorsReqInput",
+    "/open_session": "OpenSessionReqInput",
+    "/close_session": "CloseSessionReqInput",
+    "/begin_weight_update": "BeginWeightUpdateReqInput",
+    "/end_weight_update": "EndWeightUpdateReqInput",
+    "/encode": "EmbeddingReqInput",
+    "/start_profile": "ProfileReqInput",  # ProfileReq itself from 0.5.15
 }
 WEIGHT_ENDPOINTS = {
     "/update_weights_from_tensor",
     "/init_weights_update_group",
     "/update_weights_from_distributed",
     "/destroy_weights_update_group",
+    "/update_weights_from_disk",
+    "/update_weights_from_ipc",
+    "/update_weight_version",
+    "/load_lora_adapter",
+    "/unload_lora_adapter",
+    "/load_lora_adapter_from_tensors",
+    "/begin_weight_update",
+    "/end_weight_update",
 }
 
 
@@ -65,6 +86,7 @@ def main() -> None:
 
     lock = threading.Lock()
     loaded: dict[str, Any] = {}
+    state: dict[str, Any] = {"weight_version": None}
 
     def sglang(name: str) -> Any:
         """SGLang's modules, imported on first use (so /health answers at once)."""
@@ -111,6 +133,8 @@ def main() -> None:
                 self._send(404, b"not found")
             elif self.path == "/health":
                 self._send(503 if scenario == "never_healthy" else 200, b"")
+            elif self.path in ("/get_weight_version", "/model_info"):
+                self._json(200, {"weight_version": state["weight_version"]})
             elif self.path == "/get_server_info":
                 self._json(200, {"version": sglang("version"), "child_pid": child.pid, **spec["server_args"]})
             else:
@@ -128,8 +152,24 @@ def main() -> None:
                 self._record(self.path, "flush_cache", body)
                 self._send(200, b"Cache flushed.", "text/plain")
                 return
+            if self.path == "/stop_profile":
+                self._record(self.path, "(no body)", body)
+                self._send(200, b"Stop profiling.\n", "text/plain")
+                return
+            if self.path == "/v1/score":  # the OpenAI-style scoring schema of this release
+                protocol = importlib.import_module("sglang.srt.entrypoints.openai.protocol")
+                try:
+                    protocol.ScoringRequest(**body)
+                except Exception as exc:
+                    self._json(422, {"detail": f"{type(exc).__name__}: {exc}"})
+                    return
+                self._record(self.path, "ScoringRequest", body)
+                self._json(200, {"scores": [[0.25, 0.75] for _ in body.get("items") or []], "model": "fake"})
+                return
             io = sglang("io")
             cls_name = REQUESTS.get(self.path)
+            if cls_name == "ProfileReqInput" and not hasattr(io, cls_name):
+                cls_name = "ProfileReq"
             if self.path in ("/pause_generation", "/continue_generation") and not hasattr(io, cls_name or ""):
                 # 0.4.10-0.5.5 serve these routes without a request body (no request class yet)
                 if hasattr(sglang("tm"), self.path.strip("/")) and not body:
@@ -152,7 +192,19 @@ def main() -> None:
                 self._json(422, {"detail": f"{type(exc).__name__}: {exc}"})
                 return
             self._record(self.path, cls_name, body)
-            if self.path == "/generate":
+            if body.get("weight_version") is not None:  # what the release's server does on success
+                state["weight_version"] = body["weight_version"]
+            if self.path == "/update_weight_version":
+                state["weight_version"] = body["new_version"]
+            if self.path == "/get_weights_by_name":
+                self._json(200, [[0.5, 1.5]][: body.get("truncate_size", 100)])
+            elif self.path == "/open_session":
+                self._json(200, body.get("session_id") or "fake-session-1")
+            elif self.path == "/encode":
+                self._json(200, {"embedding": [0.25, 0.5], "meta_info": {"prompt_tokens": 1}})
+            elif self.path == "/start_profile":
+                self._send(200, b"Start profiling.\n", "text/plain")
+            elif self.path == "/generate":
                 if scenario == "die_mid_request":
                     os._exit(9)
                 ids = body.get("input_ids") or [0]

@@ -61,3 +61,29 @@ def test_two_engines_from_two_threads_each_with_its_own_workspace(tmp_path: Path
     assert result["ok"], json.dumps({k: v for k, v in result.items() if k != "plan"}, indent=1)[:4000]
     workspaces = {r["scheduler_env"]["FLASHINFER_WORKSPACE_BASE"] for r in result["engines"].values()}
     assert len(workspaces) == 2
+
+
+def test_weights_from_disk_match_the_same_weights_as_tensors_and_read_back(tmp_path: Path) -> None:
+    """A real engine (tests/cpu_weights_probe.py): a safetensors checkpoint the test writes, loaded
+    with update_weights_from_disk, generates exactly what a tensor update of the same weights
+    generated; get_weights_by_name reads those weights back; the weight version is the one given."""
+    env = dict(os.environ)
+    # SGLang's own OPT module imports vllm names at module level: without the import stub (only
+    # bound, never called: a call would raise) SGLang falls back to its Transformers wrapper,
+    # which has no get_weights_by_name
+    vllm_stub = Path(__file__).resolve().parent.parent / "envs" / "stubs" / "vllm"
+    parts = [str(package_parent()), env.get("PYTHONPATH", ""), str(vllm_stub)]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, parts))
+    env["SGLANG_ROLL_COMPAT_CACHE_DIR"] = str(tmp_path / "cache")
+    probe = Path(__file__).parent / "cpu_weights_probe.py"
+    proc = subprocess.run(
+        [sys.executable, "-P", str(probe), str(tmp_path)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert (tmp_path / "probe.json").exists(), proc.stderr[-4000:]
+    result = json.loads((tmp_path / "probe.json").read_text())
+    assert result["tensor_a"] and result["tensor_b"] != result["tensor_a"], result  # control: weights matter
+    assert result["disk"][0] is True, result
+    assert result["disk_a"] == result["tensor_a"], result
+    assert result["weight_version"] == "ckpt-a"
+    assert result["weights_by_name_shape"][0] == 3 and result["weights_by_name_max_diff"] < 1e-2, result
+    assert "does not exist" in result["missing_path"]
