@@ -86,7 +86,6 @@ class RawEngineActor:
     async def roll_sequence(self, cfg: dict[str, Any]) -> dict[str, Any]:
         """ROLL's strategy, call for call, on SGLang's own Engine with our package imported."""
         import roll_pattern as roll
-        import torch
         from sglang.srt.utils import init_custom_process_group
 
         from sglang_roll_compat.server import free_port
@@ -152,22 +151,13 @@ class RawEngineActor:
             joined = await roll.setup_collective_group(engine, "127.0.0.1", port, group, "gloo")
             t.join(timeout=60)
             out["group_joined"] = bool(joined[0])
-            if not joined[0] or "pg" not in trainer:  # a broadcast to no group kills SGLang's scheduler
-                out["group_error"] = f"engine: {joined[1]!r}; trainer: {trainer.get('error')}"
-                return out
-
-            def broadcast() -> None:
-                for _, tensor in named:
-                    torch.distributed.broadcast(tensor, src=0, group=trainer["pg"])
-
-            b = threading.Thread(target=broadcast)
-            b.start()
-            updated = await roll.broadcast_parameter(engine, named, group)
-            b.join(timeout=60)
-            out["broadcast_result"] = bool(updated[0])
-            await engine.tokenizer_manager.flush_cache()
-            progress("roll: broadcast")
-            out["broadcast_tokens"] = (await roll.generate_one(engine, "roll-b", PROMPT, params))["output_ids"]
+            if joined[0] and "pg" in trainer:
+                await _broadcast(engine, named, group, trainer["pg"], out)
+                out["broadcast_tokens"] = (await roll.generate_one(engine, "roll-b", PROMPT, params))["output_ids"]
+            else:  # a broadcast to no group would kill SGLang's scheduler (an assert there)
+                out["group_error"] = {"engine": str(joined[1]), "trainer": str(trainer.get("error"))}
+                # the engine answered the failed join and still serves
+                out["after_group_error"] = (await roll.generate_one(engine, "roll-g", PROMPT, params))["output_ids"]
         except asyncio.CancelledError as exc:  # the shim interrupts a task waiting on a dead engine
             out["cancelled"] = " ".join(str(a) for a in exc.args)[-3000:]
             progress(f"roll: cancelled: {out['cancelled'][:300]}")
@@ -177,6 +167,23 @@ class RawEngineActor:
         out["engine_pids"] = len(pids)
         out["engine_pids_left"] = _alive(pids)
         return out
+
+
+async def _broadcast(engine: Any, named: list[tuple[str, Any]], group: str, pg: Any, out: dict[str, Any]) -> None:
+    import roll_pattern as roll
+    import torch
+
+    def send() -> None:
+        for _, tensor in named:
+            torch.distributed.broadcast(tensor, src=0, group=pg)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    updated = await roll.broadcast_parameter(engine, named, group)
+    sender.join(timeout=60)
+    out["broadcast_result"] = bool(updated[0])
+    await engine.tokenizer_manager.flush_cache()
+    progress("roll: broadcast")
 
 
 class FacadeActor:
@@ -218,11 +225,11 @@ class FacadeActor:
         return {"left": _alive(self.pids), "closed": self.engine.closed}
 
     def wait_on_long_request(self) -> dict[str, Any]:
-        """A request that waits (thousands of tokens on a CPU); returns how it ended."""
+        """A request that waits (1900 tokens: tens of seconds on a CPU); returns how it ended."""
         from sglang_roll_compat import EngineDeadError
 
         try:
-            self.generate(max_new_tokens=3000)
+            self.generate(max_new_tokens=1900)  # the context is 2048
             return {"error": None, "at": time.time()}
         except EngineDeadError as exc:
             return {"error": "EngineDeadError", "message": str(exc)[:300], "at": time.time()}

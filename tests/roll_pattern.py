@@ -10,9 +10,9 @@ ROLL passes, :data:`FIRST_WITH` says so (checked against the installed wheel by 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import importlib
 import importlib.util
+import inspect
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -54,7 +54,7 @@ def has(fact: str) -> bool:
         )
     cls_name, field = fact.split(".")
     cls = getattr(io_struct(), cls_name)
-    return field in {f.name for f in dataclasses.fields(cls)}
+    return field in inspect.signature(cls).parameters  # dataclasses, and the classes of 0.5.14+
 
 
 def expected(fact: str, version: str) -> bool:
