@@ -633,6 +633,7 @@ class FacadeBase:
             self._close_transport()
         finally:
             if self._owns_loop and not self._loop.is_running() and not self._loop.is_closed():
+                _forget_if_current(self._loop)  # _run made it this thread's loop: leave no closed one there
                 self._loop.close()
 
     @property
@@ -734,6 +735,17 @@ def _success(out: Any) -> tuple[bool, str]:
     if hasattr(out, "success"):
         return bool(out.success), str(getattr(out, "message", ""))
     return bool(out), ""
+
+
+def _forget_if_current(loop: asyncio.AbstractEventLoop) -> None:
+    """Unset ``loop`` as this thread's event loop if it is: an upstream Engine created later in
+    this thread would take that closed loop (0.5.23 asks the policy for it) and fail on it."""
+    try:
+        current = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        return
+    if current is loop:
+        asyncio.set_event_loop(None)
 
 
 def _close(awaitable: Awaitable[Any]) -> None:

@@ -517,7 +517,9 @@ class ServerEngine(RLFacade):
 
     async def _score(self, fields: dict[str, Any]) -> Any:
         self._require("score")
-        payload = await self._post_json("/v1/score", fields)
+        # the OpenAI-style schema requires "model" on some releases (0.4.10.post2)
+        model = self._server_arg("served_model_name") or self._server_arg("model_path") or "default"
+        payload = await self._post_json("/v1/score", {**fields, "model": str(model)})
         if not isinstance(payload, dict) or not isinstance(payload.get("scores"), list):
             raise ServerResponseError(f"/v1/score: expected {{'scores': [...]}}, got {str(payload)[:200]}")
         return payload["scores"]
