@@ -35,11 +35,13 @@ FIRST_WITH: dict[str, str] = {
 
 
 def engine_module() -> Any:
-    """SGLang's engine module with our patches armed: what ROLL reaches as
-    ``sglang_patch.engine.engine_module`` (at merge: ``sglang_roll_compat.roll.patch``)."""
-    import sglang_roll_compat  # noqa: F401 - arms the patches
+    """SGLang's engine module with our patches armed, reached the way ROLL's strategy reaches it
+    after its one-line change: ``from sglang_roll_compat.roll import patch as sglang_patch``."""
+    from sglang_roll_compat.roll import patch as sglang_patch
 
-    return importlib.import_module("sglang.srt.entrypoints.engine")
+    module = sglang_patch.engine.engine_module
+    assert module is importlib.import_module("sglang.srt.entrypoints.engine")
+    return module
 
 
 def io_struct() -> Any:

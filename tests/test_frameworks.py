@@ -247,7 +247,7 @@ def run_scenarios(root: Path) -> dict[str, Any]:
         return _cache
     out = root / "scenarios.json"
     probe = root / "probe"
-    probe.mkdir()
+    probe.mkdir(exist_ok=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), str(package_parent()), env.get("PYTHONPATH", "")]))
     env["SRC_PROBE_DIR"] = str(probe)
@@ -279,6 +279,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.launch
+@pytest.mark.timeout(600)  # one scenario process of several SGLang imports: slow on a loaded 2-core machine
 def test_verl_direct_launch_reaches_the_scheduler_and_a_failing_child_raises(root: Path) -> None:
     result = run_scenarios(root).get("verl", {})
     assert result.get("survived"), f"the caller died:\n{result.get('stderr_tail')}"
@@ -295,6 +296,7 @@ def test_verl_direct_launch_reaches_the_scheduler_and_a_failing_child_raises(roo
 
 
 @pytest.mark.launch
+@pytest.mark.timeout(600)
 def test_slime_launch_server_process_neither_allocator_variable_reaches_the_scheduler(root: Path) -> None:
     result = run_scenarios(root).get("slime", {})
     assert result.get("survived"), result.get("stderr_tail")
