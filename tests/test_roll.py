@@ -165,7 +165,7 @@ def test_fp8_hook_reaches_the_dp_controller_and_its_schedulers(root: Path) -> No
 
 @pytest.mark.launch
 @pytest.mark.xfail(
-    SELECTION.version != "0.5.2",
+    SELECTION.installed.version != "0.5.2",
     reason="known, undiagnosed (issue 14 note): off 0.5.2 the CPU server exits before its scheduler is reached",
     strict=False,
 )
