@@ -16,18 +16,8 @@ from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from . import launch, serverargs
-from .facade import (
-    ENGINE_MODULE,
-    NATIVE,
-    REQUESTS,
-    Capability,
-    MemoryMeter,
-    _check_rids,
-    _fields,
-    _params,
-    capabilities,
-    nvidia_smi_meter,
-)
+from .capabilities import NATIVE, Capability, _fields, _params, capabilities
+from .facade import ENGINE_MODULE, REQUESTS, MemoryMeter, _check_rids, nvidia_smi_meter
 from .facade_rl import RLFacade
 
 logger = logging.getLogger(__name__)

@@ -15,8 +15,6 @@ methods must be awaited on the loop the engine was created in (as upstream requi
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import functools
 import importlib
 import inspect
 import logging
@@ -25,6 +23,15 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
+from .capabilities import (
+    IO_STRUCT,
+    NATIVE,
+    UNSUPPORTED,
+    _fields,
+    _flattened_bucket,
+    _memory_tags,
+    capabilities,
+)
 from .errors import EngineClosedError, EngineDeadError, MemoryReleaseTimeoutError
 
 logger = logging.getLogger(__name__)
@@ -32,107 +39,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 F = TypeVar("F", bound="FacadeBase")
 ENGINE_MODULE = "sglang.srt.entrypoints.engine"
-IO_STRUCT = "sglang.srt.managers.io_struct"
 ALL_TAGS = ("weights", "kv_cache", "cuda_graph")
-NATIVE, ADAPTED, UNSUPPORTED = "native", "adapted", "unsupported"
 
 MemoryMeter = Callable[[Sequence[int]], "int | None"]
-
-
-# -- what the installed release can do ----------------------------------------------------
-@functools.lru_cache(maxsize=256)
-def _fields(cls: Any) -> frozenset[str]:
-    if dataclasses.is_dataclass(cls):
-        return frozenset(f.name for f in dataclasses.fields(cls))
-    return frozenset(getattr(cls, "__struct_fields__", ()))
-
-
-@functools.lru_cache(maxsize=256)
-def _params(func: Any) -> frozenset[str]:
-    try:
-        return frozenset(inspect.signature(func).parameters)
-    except (TypeError, ValueError):
-        return frozenset()
-
-
-@dataclasses.dataclass(frozen=True)
-class Capability:
-    support: str  # native | adapted | unsupported
-    note: str = ""
-
-    def as_dict(self) -> dict[str, str]:
-        return {"support": self.support, "note": self.note}
-
-
-def _memory_tags() -> tuple[str, ...]:
-    try:
-        constants = importlib.import_module("sglang.srt.constants")
-    except ImportError:
-        return ()
-    names = {"GPU_MEMORY_TYPE_WEIGHTS": "weights", "GPU_MEMORY_TYPE_KV_CACHE": "kv_cache"}
-    names["GPU_MEMORY_TYPE_CUDA_GRAPH"] = "cuda_graph"
-    return tuple(tag for const, tag in names.items() if hasattr(constants, const))
-
-
-def _flattened_bucket() -> Any:
-    try:
-        return importlib.import_module("sglang.srt.weight_sync.tensor_bucket").FlattenedTensorBucket
-    except (ImportError, AttributeError):
-        return None
-
-
-def capabilities() -> dict[str, Capability]:
-    """What the installed release supports, per facade method (imports SGLang's engine module)."""
-    io = importlib.import_module(IO_STRUCT)
-    tm_cls = importlib.import_module("sglang.srt.managers.tokenizer_manager").TokenizerManager
-    caps: dict[str, Capability] = {"generate": Capability(NATIVE), "get_server_info": Capability(NATIVE)}
-    caps["update_weights_from_tensor"] = (
-        Capability(ADAPTED, "sent as one flattened bucket per dtype")
-        if _flattened_bucket() is not None
-        else Capability(NATIVE, "per-tensor IPC handles (no flattened-bucket format in this release)")
-    )
-    dist_fields = _fields(io.UpdateWeightsFromDistributedReqInput)
-    caps["update_weights_from_distributed"] = (
-        Capability(NATIVE)
-        if "names" in dist_fields
-        else Capability(ADAPTED, "one request per tensor (this release takes a single name/dtype/shape)")
-    )
-    caps["init_weights_update_group"] = Capability(NATIVE)
-    caps["destroy_weights_update_group"] = (
-        Capability(NATIVE)
-        if hasattr(io, "DestroyWeightsUpdateGroupReqInput") and hasattr(tm_cls, "destroy_weights_update_group")
-        else Capability(UNSUPPORTED, "no destroy_weights_update_group before SGLang 0.5.3")
-    )
-    tags = _memory_tags()
-    if "tags" in _fields(io.ReleaseMemoryOccupationReqInput):
-        note = f"tags: {', '.join(tags)}"
-        caps["release_memory_occupation"] = Capability(NATIVE, note)
-        caps["resume_memory_occupation"] = Capability(NATIVE, note)
-    else:
-        note = "all-or-nothing: this release has no memory tags; a subset raises NotImplementedError"
-        caps["release_memory_occupation"] = Capability(ADAPTED, note)
-        caps["resume_memory_occupation"] = Capability(ADAPTED, note)
-    caps["flush_cache"] = Capability(ADAPTED, "retried with backoff while requests are pending")
-    abort_params = _params(tm_cls.abort_request)
-    caps["abort"] = (
-        Capability(NATIVE)
-        if "abort_all" in abort_params
-        else Capability(ADAPTED, "abort-all sent as one abort per pending request")
-    )
-    if hasattr(io, "PauseGenerationReqInput"):
-        caps["pause_generation"] = Capability(NATIVE, "modes: abort, retract, in_place")
-        caps["continue_generation"] = Capability(NATIVE)
-    elif hasattr(tm_cls, "pause_generation"):
-        caps["pause_generation"] = Capability(ADAPTED, "mode 'abort' only (no modes before 0.5.6)")
-        caps["continue_generation"] = Capability(NATIVE)
-    else:
-        caps["pause_generation"] = Capability(UNSUPPORTED, "no pause/continue before SGLang 0.4.8")
-        caps["continue_generation"] = Capability(UNSUPPORTED, "no pause/continue before SGLang 0.4.8")
-    caps["shutdown"] = Capability(ADAPTED, "ends only the processes this engine started")
-    from .facade_rl import rl_capabilities  # the rest of the RL-facing API (it imports this module)
-
-    caps.update(rl_capabilities(io, tm_cls))
-    return caps
 
 
 # -- the default memory meter ---------------------------------------------------------------

@@ -19,36 +19,11 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .facade import ADAPTED, NATIVE, REQUESTS, UNSUPPORTED, Capability, FacadeBase, _fields, _success
+from .capabilities import ADAPTED, NATIVE, RL_REQUESTS, _fields, since
+from .facade import REQUESTS, FacadeBase, _success
 
-# operation -> io_struct request class (the HTTP endpoints take the same fields as JSON)
-RL_REQUESTS = {
-    "update_weights_from_disk": "UpdateWeightFromDiskReqInput",
-    "get_weights_by_name": "GetWeightsByNameReqInput",
-    "load_lora_adapter": "LoadLoRAAdapterReqInput",
-    "unload_lora_adapter": "UnloadLoRAAdapterReqInput",
-    "load_lora_adapter_from_tensors": "LoadLoRAAdapterFromTensorsReqInput",
-    "update_weights_from_ipc": "UpdateWeightsFromIPCReqInput",
-    "update_weight_version": "UpdateWeightVersionReqInput",
-    "open_session": "OpenSessionReqInput",
-    "close_session": "CloseSessionReqInput",
-    "begin_weight_update": "BeginWeightUpdateReqInput",
-    "end_weight_update": "EndWeightUpdateReqInput",
-    "encode": "EmbeddingReqInput",
-}
 REQUESTS.update(RL_REQUESTS)
 
-# the first supported release that has each feature (read from the wheels of all 30 releases);
-# only used to name it in a refusal: whether the installed release has it is read at runtime
-FIRST_RELEASE = {
-    "load_lora_adapter": "0.4.10.post2",
-    "unload_lora_adapter": "0.4.10.post2",
-    "score": "0.4.10.post2",
-    "weight_version": "0.5.2",
-    "update_weights_from_ipc": "0.5.4.post2",
-    "load_lora_adapter_from_tensors": "0.5.8",
-    "begin_weight_update": "0.5.21",
-}
 # capabilities that send no request when adapted (so a missing route does not matter then)
 SENDS_NOTHING_WHEN_ADAPTED = frozenset({"begin_weight_update", "end_weight_update"})
 PROFILE_ACTIVITIES = ("CPU", "GPU", "MEM", "CUDA_PROFILER", "RPD")
@@ -58,52 +33,6 @@ PROFILE_ACTIVITIES = ("CPU", "GPU", "MEM", "CUDA_PROFILER", "RPD")
 _EXTRA_FIELDS: contextvars.ContextVar[dict[str, dict[str, Any]] | None] = contextvars.ContextVar(
     "sglang_roll_compat_extra_fields", default=None
 )
-
-
-def _since(feature: str) -> str:
-    return f"needs SGLang {FIRST_RELEASE[feature]}+ (the first supported release that has it)"
-
-
-def rl_capabilities(io: Any, tm_cls: Any) -> dict[str, Capability]:
-    """The rows of :func:`facade.capabilities` for the methods of this module."""
-
-    def has(op: str, method: str | None = None) -> bool:
-        return hasattr(io, RL_REQUESTS[op]) and hasattr(tm_cls, method or op)
-
-    caps: dict[str, Capability] = {
-        "update_weights_from_disk": Capability(
-            NATIVE, "an engine launched with load_format='dummy' loads the checkpoint with 'auto'"
-        ),
-        "get_weights_by_name": Capability(NATIVE),
-        "encode": Capability(NATIVE),
-        "start_profile": Capability(NATIVE),
-        "stop_profile": Capability(NATIVE),
-        "open_session": Capability(NATIVE),
-        "close_session": Capability(NATIVE),
-    }
-    for op in ("load_lora_adapter", "unload_lora_adapter", "load_lora_adapter_from_tensors", "update_weights_from_ipc"):
-        caps[op] = Capability(NATIVE) if has(op) else Capability(UNSUPPORTED, _since(op))
-    caps["score"] = Capability(NATIVE) if hasattr(tm_cls, "score_request") else Capability(UNSUPPORTED, _since("score"))
-    if not hasattr(io, "UpdateWeightVersionReqInput"):
-        for op in ("get_weight_version", "update_weight_version"):
-            caps[op] = Capability(UNSUPPORTED, f"no weight versions: {_since('weight_version')}")
-    elif hasattr(tm_cls, "_update_weight_version_if_provided"):
-        caps["get_weight_version"] = caps["update_weight_version"] = Capability(NATIVE)
-    else:
-        note = (
-            "the facade records the version after a successful update (this release's HTTP server "
-            "does that itself, its tokenizer manager does not)"
-        )
-        caps["get_weight_version"] = caps["update_weight_version"] = Capability(ADAPTED, note)
-    if has("begin_weight_update") and has("end_weight_update"):
-        caps["begin_weight_update"] = caps["end_weight_update"] = Capability(NATIVE)
-    else:
-        note = (
-            "no weight-update sessions before SGLang 0.5.21: every update is finalized as it loads, "
-            "so begin/end only check that they pair"
-        )
-        caps["begin_weight_update"] = caps["end_weight_update"] = Capability(ADAPTED, note)
-    return caps
 
 
 def lora_names(lora_paths: Any) -> list[str]:
@@ -314,7 +243,7 @@ class RLFacade(FacadeBase):
             result = _success(await self._send("begin_weight_update", selector=selector))
         else:
             if selector != "all":
-                raise NotImplementedError(f"selector {selector!r}: {_since('begin_weight_update')}")
+                raise NotImplementedError(f"selector {selector!r}: {since('begin_weight_update')}")
             self._check_open()
             result = (True, "no weight-update sessions in this release: every update is final as it loads")
         self._weight_update_open = result[0]

@@ -42,8 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from . import serverargs, workspace
+from .capabilities import ADAPTED, UNSUPPORTED, Capability, _fields
 from .errors import EngineDeadError, EngineLaunchError, SGLangRollCompatError
-from .facade import ADAPTED, ENGINE_MODULE, UNSUPPORTED, Capability, MemoryMeter, _fields
+from .facade import ENGINE_MODULE, MemoryMeter
 from .facade_rl import SENDS_NOTHING_WHEN_ADAPTED, RLFacade
 from .watchdog import DeathNotice
 
