@@ -16,7 +16,7 @@ import pytest
 from helpers import engine_args
 
 from sglang_roll_compat import Engine
-from sglang_roll_compat.facade_rl import FIRST_RELEASE
+from sglang_roll_compat.capabilities import FIRST_RELEASE
 
 pytestmark = pytest.mark.sglang
 torch = pytest.importorskip("torch")

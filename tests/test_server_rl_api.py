@@ -12,7 +12,7 @@ import pytest
 from test_server_engine import records, release_routes, start
 
 from sglang_roll_compat import ServerEngine
-from sglang_roll_compat.facade_rl import FIRST_RELEASE
+from sglang_roll_compat.capabilities import FIRST_RELEASE
 
 pytestmark = pytest.mark.sglang
 torch = pytest.importorskip("torch")
