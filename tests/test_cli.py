@@ -46,6 +46,7 @@ def test_doctor_text_names_the_verdict_and_the_matrix() -> None:
     assert sglang_roll_compat.FAMILY.name in result.stdout
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 @pytest.mark.sglang
 def test_doctor_imports_the_engine_and_reports_patches_applied() -> None:
     result = _run("--json")
@@ -58,6 +59,7 @@ def test_doctor_imports_the_engine_and_reports_patches_applied() -> None:
     assert report["torch"]["version"].startswith("2.")
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 @pytest.mark.sglang
 def test_doctor_prints_the_preflight_of_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NCCL_CUMEM_ENABLE", "yes")  # not 0/1: the engine replaces it, the trainer keeps it
@@ -81,6 +83,7 @@ def test_unknown_command_is_a_usage_error() -> None:
     assert "invalid choice" in result.stderr
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 @pytest.mark.sglang  # --server-args are checked against the installed ServerArgs
 def test_env_command_prints_the_policy_for_one_worker(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     env_root = tmp_path / "cache"
@@ -101,6 +104,7 @@ def test_env_command_prints_the_policy_for_one_worker(tmp_path, monkeypatch) -> 
     assert text.returncode == 0 and "FLASHINFER_WORKSPACE_BASE" in text.stdout and "rollout-0" in text.stdout
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 def test_env_command_without_server_args_needs_no_sglang_import() -> None:
     result = _run("env", "--worker-name", "rollout-0", "--json")
     assert result.returncode == 0, result.stderr
@@ -108,6 +112,7 @@ def test_env_command_without_server_args_needs_no_sglang_import() -> None:
     assert "rollout-0" in changes["FLASHINFER_WORKSPACE_BASE"]["new"]
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 @pytest.mark.sglang
 @pytest.mark.parametrize(
     ("server_args", "message"),

@@ -56,4 +56,10 @@ def test_integrations_doc_names_real_tests() -> None:
     for filename, test in sorted(named):
         source = (ROOT / "tests" / filename).read_text()
         assert re.search(rf"^def {test}\(", source, re.MULTILINE), f"{filename}::{test} is named but missing"
-    assert "<!-- frameworks: verl, slime, AReaL, Ray -->" in doc
+    for framework in ("verl", "slime", "AReaL", "Ray"):
+        assert re.search(rf"^### {framework}$", doc, re.MULTILINE), f"no {framework} section"
+    sources = "\n".join(path.read_text() for path in (ROOT / "tests").glob("test_*.py"))
+    bare = set(re.findall(r"`(test_\w+)`", doc))
+    assert len(bare) >= 10
+    for test in sorted(bare):
+        assert re.search(rf"^(async )?def {test}\(", sources, re.MULTILINE), f"{test} is named but missing"

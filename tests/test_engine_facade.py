@@ -576,6 +576,7 @@ def _running(pid: int, created: float) -> bool:
         return False
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 def test_engine_left_open_is_shut_down_at_interpreter_exit(tmp_path: Path) -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(

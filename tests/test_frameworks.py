@@ -278,6 +278,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("frameworks")
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 @pytest.mark.launch
 @pytest.mark.timeout(600)  # one scenario process of several SGLang imports: slow on a loaded 2-core machine
 def test_verl_direct_launch_reaches_the_scheduler_and_a_failing_child_raises(root: Path) -> None:
@@ -295,6 +296,7 @@ def test_verl_direct_launch_reaches_the_scheduler_and_a_failing_child_raises(roo
     assert env["PYTORCH_CUDA_ALLOC_CONF"] is None
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 @pytest.mark.launch
 @pytest.mark.timeout(600)
 def test_slime_launch_server_process_neither_allocator_variable_reaches_the_scheduler(root: Path) -> None:

@@ -97,6 +97,7 @@ def test_child_hook_ran_inside_the_scheduler_with_the_policy_env(root: Path) -> 
     assert env["PYTORCH_CUDA_ALLOC_CONF"] is None
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 def test_off_main_thread_inside_a_running_loop(root: Path) -> None:
     result = run_scenario("thread", root)
     assert result["loop_running"] is True
@@ -105,6 +106,7 @@ def test_off_main_thread_inside_a_running_loop(root: Path) -> None:
     assert {p["role"] for p in result["hook_payloads"]} == {"scheduler"}
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 @pytest.mark.parametrize(
     ("scenario", "hook", "cause"),
     [
@@ -124,6 +126,7 @@ def test_a_failing_child_hook_fails_the_launch_naming_the_hook(
     assert result["children_left"] == []
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 def test_control_without_the_shim_the_caller_is_killed(root: Path) -> None:
     """Proves the scenario really exercises the failure the shim exists for."""
     result = run_scenario("unpatched", root)

@@ -696,6 +696,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 def test_cli_plan_json_and_errors(tmp_path: Path) -> None:
     result = _cli(str(roll_yaml(tmp_path, mapping="list(range(0,8))")), "--json", "--num-gpus-per-node", "4")
     assert result.returncode == 0, result.stderr

@@ -304,6 +304,7 @@ def _cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Complet
     )
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 def test_cli_preflight() -> None:
     result = _cli("--server-args", '{"tp_size": 1, "base_gpu_id": 4}', "--json", env={"CUDA_VISIBLE_DEVICES": "4,5"})
     data = json.loads(result.stdout)

@@ -462,6 +462,7 @@ def test_import_off_the_main_thread_with_the_installed_sglang(where: str) -> Non
     assert result["states"] == ["pending import"]
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 @pytest.mark.sglang
 def test_a_thousand_patch_cycles_on_the_real_engine_module_leave_no_growth() -> None:
     importlib.import_module(ENGINE)
@@ -896,6 +897,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], dict[str, 
     return lambda name: real_result(tmp_path_factory, name)
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 @pytest.mark.sglang
 def test_32_threads_racing_on_the_real_engine_module(real: Callable[[str], dict[str, Any]]) -> None:
     result = real("race")

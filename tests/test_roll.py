@@ -24,6 +24,7 @@ SLOT = workspace.worker_slot(WORKER, ())
 _cache: dict[str, dict[str, Any]] = {}
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 def test_the_drop_in_patch_is_sglangs_own_engine_module_imported_on_access() -> None:
     code = """
 import sys
@@ -150,6 +151,7 @@ def _assert_child_saw_rewrite_and_env(marker: dict[str, Any]) -> None:
     assert f"/{SLOT}/" in (env["FLASHINFER_WORKSPACE_BASE"] or "")
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 @pytest.mark.launch
 def test_fp8_hook_reaches_the_dp_controller_and_its_schedulers(root: Path) -> None:
     result = run_scenario("engine", root)
@@ -163,6 +165,7 @@ def test_fp8_hook_reaches_the_dp_controller_and_its_schedulers(root: Path) -> No
         _assert_child_saw_rewrite_and_env(marker)
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 @pytest.mark.launch
 @pytest.mark.xfail(
     SELECTION.installed.version != "0.5.2",

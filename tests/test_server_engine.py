@@ -169,6 +169,7 @@ def test_get_server_info_and_bad_input_are_the_facades(server: ServerEngine) -> 
         server.release_memory_occupation(tags=["vram"])
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 def test_shutdown_ends_the_process_group_and_frees_the_port(tmp_path: Path) -> None:
     import psutil
 
@@ -198,6 +199,7 @@ def test_a_server_that_exits_at_start(tmp_path: Path) -> None:
     assert "failing at start on purpose" in str(info.value)
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 def test_a_server_that_dies_mid_request(tmp_path: Path) -> None:
     engine = start(tmp_path, "die_mid_request")
     try:
@@ -209,6 +211,7 @@ def test_a_server_that_dies_mid_request(tmp_path: Path) -> None:
         engine.shutdown()
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 def test_malformed_responses_are_clear_errors(tmp_path: Path) -> None:
     engine = start(tmp_path, "malformed")
     try:
@@ -218,6 +221,7 @@ def test_malformed_responses_are_clear_errors(tmp_path: Path) -> None:
         engine.shutdown()
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 def test_update_weights_from_tensor_sends_cuda_ipc_handles_as_text(tmp_path: Path) -> None:
     engine = start(tmp_path, tp_size=1)
     try:
@@ -231,6 +235,7 @@ def test_update_weights_from_tensor_sends_cuda_ipc_handles_as_text(tmp_path: Pat
         engine.shutdown()
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 def test_a_request_that_may_have_run_is_never_resent(tmp_path: Path) -> None:
     engine = start(tmp_path, "drop_update", tp_size=1)
     try:

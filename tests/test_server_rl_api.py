@@ -38,6 +38,7 @@ def bodies(shared_dir: Path, path: str) -> list[dict[str, Any]]:
     return [r["body"] for r in records(shared_dir) if r["path"] == path]
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 def test_every_rl_method_reaches_its_endpoint_or_is_refused(server: ServerEngine, shared_dir: Path) -> None:
     caps = {k: v["support"] for k, v in server.capabilities().items()}
     routes = release_routes()

@@ -62,6 +62,7 @@ def run(mode: str) -> dict[str, object]:
     return out
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 def test_the_callers_handlers_come_back() -> None:
     out = run("patched")
     assert out["sigterm_is_mine"] is True
@@ -69,6 +70,7 @@ def test_the_callers_handlers_come_back() -> None:
     assert out["reached"] == 1
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 def test_control_without_the_shim_sglang_takes_them() -> None:
     out = run("unpatched")
     assert out["sigterm_is_mine"] is False

@@ -58,6 +58,7 @@ def test_policy_applies_after_upstream(tmp_path: Path) -> None:
     assert result["status"]["set_envs_and_config"][1] == 1
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 def test_off_main_thread_in_a_running_loop_does_not_raise(tmp_path: Path) -> None:
     result = scenario("thread", tmp_path)
     assert result["loop_running"] is True
@@ -67,6 +68,7 @@ def test_off_main_thread_in_a_running_loop_does_not_raise(tmp_path: Path) -> Non
         assert result["status"]["signal_off_main_thread"][1] >= 1
 
 
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 def test_control_unpatched_upstream_off_the_main_thread(tmp_path: Path) -> None:
     result = scenario("unpatched_thread", tmp_path)
     if FAMILY.signals_guarded:
