@@ -65,6 +65,7 @@ def _newest_per_family() -> list[str]:
 # launch and its scheduler child hook).
 CI_VERSIONS = _newest_per_family()
 CI_FULL = ("0.5.2",)
+XDIST_PIN = "pytest-xdist==3.8.0"  # a test dependency of the ci-sglang-<v> sessions only
 
 nox.options.default_venv_backend = "virtualenv"
 nox.options.error_on_missing_interpreters = True
@@ -175,7 +176,11 @@ def _make_version_session(version: str) -> None:
         def _ci_session(session: nox.Session) -> None:
             """CI's share for this family: the suite without the tests marked slow."""
             env = install_sglang(session, version)
-            args = ["-m", "not slow", *session.posargs]
+            session.install("--disable-pip-version-check", XDIST_PIN)
+            env["SGLANG_ROLL_COMPAT_EXAMPLES"] = "40"  # hypothesis examples per property (200 elsewhere)
+            # two workers, each test file on one of them (module fixtures and scenario caches stay
+            # per file): the 2-core CI box runs these sessions in about half the time
+            args = ["-m", "not slow", "-n", "2", "--dist", "loadfile", *session.posargs]
             session.run("python", "-P", "-m", "pytest", "-p", "no:cacheprovider", *args, env=env)
 
 
