@@ -133,8 +133,8 @@ def capabilities() -> dict[str, Capability]:
         caps["pause_generation"] = Capability(ADAPTED, "mode 'abort' only (no modes before 0.5.6)")
         caps["continue_generation"] = Capability(NATIVE)
     else:
-        caps["pause_generation"] = Capability(UNSUPPORTED, "no pause/continue before SGLang 0.4.8")
-        caps["continue_generation"] = Capability(UNSUPPORTED, "no pause/continue before SGLang 0.4.8")
+        caps["pause_generation"] = Capability(UNSUPPORTED, "no pause/continue before SGLang 0.4.9")
+        caps["continue_generation"] = Capability(UNSUPPORTED, "no pause/continue before SGLang 0.4.9")
     caps["shutdown"] = Capability(ADAPTED, "ends only the processes this engine started")
     caps.update(rl_capabilities(io, tm_cls))
     return caps
