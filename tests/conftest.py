@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+import fake_launch
 import helpers
 
 pytest_plugins = ["_figures"]
@@ -57,3 +58,11 @@ def pytest_report_header(config: pytest.Config) -> str:
     import importlib.metadata
 
     return f"sglang: {importlib.metadata.version('sglang')} (real)"
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> fake_launch.FakeLaunch:
+    """The real upstream Engine class with only its launch boundary faked (tests/fake_launch.py);
+    a private cache root per test."""
+    monkeypatch.setenv("SGLANG_ROLL_COMPAT_CACHE_DIR", str(tmp_path / "cache"))
+    return fake_launch.install(monkeypatch)

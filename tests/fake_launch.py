@@ -363,3 +363,8 @@ def install(monkeypatch: pytest.MonkeyPatch) -> FakeLaunch:
 
         monkeypatch.setattr(engine_mod.Engine, "_launch_subprocesses", classmethod(launch))
     return fake
+
+
+def tm(fake: FakeLaunch) -> FakeTokenizerManager:
+    """The tokenizer manager of the engine launched last."""
+    return fake.managers[-1]

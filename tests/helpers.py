@@ -89,3 +89,32 @@ def run_python(
         timeout=timeout,
         cwd=str(cwd) if cwd else None,
     )
+
+
+def run_scenario_script(
+    script: str,
+    args: Sequence[str],
+    *,
+    probe: Path,
+    cache: Path,
+    timeout: float,
+    env: Mapping[str, str | None] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``tests/<script> ARGS`` in a fresh interpreter, the tests folder and the package on its
+    path, the child hooks' marker folder ``probe`` and a private cache root ``cache``; ``env``
+    entries are set (``None``: removed). The scenario writes its own result file."""
+    tests = Path(__file__).resolve().parent
+    probe.mkdir(exist_ok=True)
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(tests), str(package_parent()), full_env.get("PYTHONPATH", "")])
+    )
+    full_env.update(SRC_PROBE_DIR=str(probe), SGLANG_ROLL_COMPAT_CACHE_DIR=str(cache))
+    for name, value in (env or {}).items():
+        if value is None:
+            full_env.pop(name, None)
+        else:
+            full_env[name] = value
+    return subprocess.run(
+        [sys.executable, str(tests / script), *args], env=full_env, capture_output=True, text=True, timeout=timeout
+    )

@@ -18,6 +18,7 @@ from typing import Any
 
 import fake_launch
 import pytest
+from fake_launch import tm
 from helpers import engine_args, package_parent
 
 import sglang_roll_compat
@@ -32,20 +33,10 @@ GOLDEN = Path(__file__).parent / "golden" / "capabilities.json"
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> fake_launch.FakeLaunch:
-    monkeypatch.setenv("SGLANG_ROLL_COMPAT_CACHE_DIR", str(tmp_path / "cache"))
-    return fake_launch.install(monkeypatch)
-
-
-@pytest.fixture
 def engine(fake: fake_launch.FakeLaunch) -> Any:
     e = Engine(worker_name="facade-test", **ARGS)
     yield e
     e.shutdown()
-
-
-def tm(fake: fake_launch.FakeLaunch) -> fake_launch.FakeTokenizerManager:
-    return fake.managers[-1]
 
 
 def caps(engine: Any) -> dict[str, str]:

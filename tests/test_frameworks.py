@@ -17,9 +17,6 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import json
-import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -27,19 +24,13 @@ from typing import Any
 import fake_launch
 import pytest
 import roll_pattern as roll
-from helpers import engine_args, package_parent
+from helpers import engine_args, run_scenario_script
 
 pytestmark = pytest.mark.sglang
 torch = pytest.importorskip("torch")
 
 VERSION = importlib.metadata.version("sglang")
 HERE = Path(__file__).parent
-
-
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> fake_launch.FakeLaunch:
-    monkeypatch.setenv("SGLANG_ROLL_COMPAT_CACHE_DIR", str(tmp_path / "cache"))
-    return fake_launch.install(monkeypatch)
 
 
 def in_async_actor(coro_fn: Any) -> Any:
@@ -247,17 +238,8 @@ def run_scenarios(root: Path) -> dict[str, Any]:
         return _cache
     out = root / "scenarios.json"
     probe = root / "probe"
-    probe.mkdir(exist_ok=True)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), str(package_parent()), env.get("PYTHONPATH", "")]))
-    env["SRC_PROBE_DIR"] = str(probe)
-    env["SGLANG_ROLL_COMPAT_CACHE_DIR"] = str(root / "cache")
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "framework_scenarios.py"), SCENARIOS, str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
+    proc = run_scenario_script(
+        "framework_scenarios.py", [SCENARIOS, str(out)], probe=probe, cache=root / "cache", timeout=400
     )
     results: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     hooks = [json.loads(p.read_text()) for p in sorted(probe.glob("hook-*.json"))]

@@ -9,14 +9,11 @@ Each scenario runs in its own interpreter (tests/launch_scenarios.py).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import package_parent
+from helpers import run_scenario_script
 
 pytestmark = [pytest.mark.sglang, pytest.mark.launch]
 
@@ -29,17 +26,8 @@ def run_scenario(name: str, tmp_root: Path) -> dict[str, Any]:
         return _cache[name]
     out = tmp_root / f"{name}.json"
     probe_dir = tmp_root / f"{name}-probe"
-    probe_dir.mkdir()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), str(package_parent()), env.get("PYTHONPATH", "")]))
-    env["SRC_PROBE_DIR"] = str(probe_dir)
-    env["SGLANG_ROLL_COMPAT_CACHE_DIR"] = str(tmp_root / "cache")
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "launch_scenarios.py"), name, str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
+    proc = run_scenario_script(
+        "launch_scenarios.py", [name, str(out)], probe=probe_dir, cache=tmp_root / "cache", timeout=240
     )
     result: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     result["returncode"] = proc.returncode

@@ -13,6 +13,7 @@ from typing import Any
 
 import fake_launch
 import pytest
+from fake_launch import tm
 from helpers import engine_args
 
 from sglang_roll_compat import Engine
@@ -25,20 +26,10 @@ ARGS = engine_args()
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> fake_launch.FakeLaunch:
-    monkeypatch.setenv("SGLANG_ROLL_COMPAT_CACHE_DIR", str(tmp_path / "cache"))
-    return fake_launch.install(monkeypatch)
-
-
-@pytest.fixture
 def engine(fake: fake_launch.FakeLaunch) -> Any:
     e = Engine(**ARGS)
     yield e
     e.shutdown()
-
-
-def tm(fake: fake_launch.FakeLaunch) -> fake_launch.FakeTokenizerManager:
-    return fake.managers[-1]
 
 
 def support(engine: Any, name: str) -> str:
