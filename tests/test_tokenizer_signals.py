@@ -5,12 +5,10 @@ session's release on a bare instance, in a fresh interpreter's main thread."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 
 import pytest
-from helpers import package_parent
+from helpers import child_env, run_isolated
 
 pytestmark = pytest.mark.sglang
 
@@ -52,11 +50,7 @@ print(json.dumps({
 
 
 def run(mode: str) -> dict[str, object]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_parent()), env.get("PYTHONPATH", "")]))
-    proc = subprocess.run(
-        [sys.executable, "-P", "-c", SCRIPT, mode], env=env, capture_output=True, text=True, timeout=180
-    )
+    proc = run_isolated([sys.executable, "-P", "-c", SCRIPT, mode], env=child_env(), timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
     return out
