@@ -15,9 +15,9 @@ the pickling of the original. So the parent hands ``multiprocessing`` a
 3. leaves a "reached" marker per role, runs the hooks registered with :func:`add_child_hook`
    (scheduler and DP-controller roles);
 4. exits if the process that started it is already gone (SGLang's own parent-death signal is
-   set only once its entry point runs), else calls the target it was given (for a DP controller, ``mpproxy`` hands over the original
-   wrapped so that the schedulers it starts are hooked too: this module depends on no other
-   module of the launch path).
+   set only once its entry point runs), else calls the target it was given (for a DP
+   controller, ``mpproxy`` hands over the original wrapped so that the schedulers it starts are
+   hooked too: this module depends on no other module of the launch path).
 
 This module imports nothing heavy: a child imports it while unpickling its target.
 """

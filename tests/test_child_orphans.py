@@ -20,7 +20,7 @@ import psutil
 import pytest
 from helpers import child_env
 
-MODULE = '''
+MODULE = """
 import logging, os, time
 
 def wait_for_go():  # a child hook: holds the child before its entry point until told to go
@@ -33,9 +33,9 @@ def wait_for_go():  # a child hook: holds the child before its entry point until
 def entry_point(path):  # stands in for SGLang's scheduler entry point
     with open(path, "w") as fh:
         fh.write(str(os.getpid()))
-'''
+"""
 
-LAUNCHER = '''
+LAUNCHER = """
 import functools, multiprocessing, os, sys, time
 import orphan_mod
 from sglang_roll_compat import childhooks
@@ -50,7 +50,7 @@ child.start()
 print(child.pid, flush=True)
 child.join()
 print("joined", child.exitcode, flush=True)
-'''
+"""
 
 
 def _launch(tmp_path: Path) -> tuple[subprocess.Popen[str], int, Path]:
