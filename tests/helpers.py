@@ -9,6 +9,7 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 DEFAULT_FAKE_VERSION = "0.5.2"
 
@@ -96,13 +97,20 @@ def _kill_session(pgid: int) -> list[str]:
                 left.append(proc)
         except (OSError, psutil.Error):
             continue
-    for proc in left:
+    kill_all(left)
+    return [f"{proc.info['name']}({proc.pid})" for proc in left]
+
+
+def kill_all(procs: Sequence[Any]) -> None:
+    """SIGKILL these ``psutil.Process`` objects and wait (10 s at most) until they are gone."""
+    import psutil
+
+    for proc in procs:
         try:
             proc.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(left, timeout=10)
-    return [f"{proc.info['name']}({proc.pid})" for proc in left]
+    psutil.wait_procs(procs, timeout=10)
 
 
 def run_isolated(
