@@ -15,12 +15,15 @@ names are data (:data:`FIRST_RELEASE`, read from the wheels of every supported r
 from __future__ import annotations
 
 import contextvars
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .capabilities import ADAPTED, NATIVE, RL_REQUESTS, _fields, since
 from .facade import REQUESTS, FacadeBase, _success
+
+logger = logging.getLogger(__name__)
 
 REQUESTS.update(RL_REQUESTS)
 
@@ -158,6 +161,14 @@ class RLFacade(FacadeBase):
         self._check_weight_version(weight_version)
         if load_format is None and self._server_arg("load_format") == "dummy":
             load_format = "auto"  # the engine's own format would be the dummy loader, which reads no files
+        # SGLang's scheduler flushes its cache after the load and asserts that the flush worked
+        # (0.5.2 among others): a request that has just returned may still sit in its running
+        # batch, and the assertion then kills the scheduler. Wait (bounded) until it is idle.
+        if not await self._try_flush(self.flush_retries):
+            logger.warning(
+                "update_weights_from_disk: the engine still has requests running; SGLang's "
+                "scheduler may fail its flush after the load"
+            )
         out = await self._send(
             "update_weights_from_disk", model_path=path, load_format=load_format, weight_version=weight_version
         )
