@@ -28,6 +28,7 @@ tm = tm_mod.TokenizerManager.__new__(tm_mod.TokenizerManager)
 tm.event_loop = None
 tm.no_create_loop = False
 tm.asyncio_tasks = set()
+tm._chosen_loop = None  # 0.5.4.post2 ... 0.5.6.post2 set it in __init__, which a bare instance skips
 if hasattr(tm_mod, "SignalHandler"):  # 0.5.8+ set it in __init__, which a bare instance skips
     tm.signal_handler_class = tm_mod.SignalHandler
 
