@@ -34,7 +34,7 @@ RL_REQUESTS = {
     "encode": "EmbeddingReqInput",
 }
 
-# the first supported release that has each feature (read from the wheels of all 30 releases);
+# the first supported release that has each feature (read from the wheels of every supported release);
 # only used to name it in a refusal: whether the installed release has it is read at runtime
 FIRST_RELEASE = {
     "load_lora_adapter": "0.4.10.post2",
