@@ -1,0 +1,230 @@
+"""The scheduler side of ``verify_weights``: fingerprints of the weights where they live.
+
+``child_entry`` (:mod:`childhooks`) arms this module in every scheduler child it starts: a
+post-import hook wraps ``Scheduler.get_weights_by_name`` (an upstream request on every supported
+release). A request whose ``name`` starts with :data:`PREFIX` is ours: the rest of the name is a
+JSON payload, and the scheduler answers it itself instead of upstream's truncated read-out; every
+other request goes to upstream untouched.
+
+Payload ops (all answers are JSON-able, so they travel over ZMQ and over HTTP alike):
+
+* ``describe``: every parameter of the model this rank holds (local shape, dtype) and, for fused
+  parameters, the local row count of each fused part (``qkv_proj``: q, k, v; merged layers:
+  their ``output_sizes`` / tp);
+* ``fingerprint``: for each segment ``[param, dim, start, [length per rank]]`` the
+  :func:`fingerprint` of ``param.narrow(dim, start, length)`` on this rank (``dim`` -1: the whole
+  parameter);
+* ``fetch``: the same segments as nested lists of floats (only asked for mismatched names).
+
+All tensor-parallel ranks get the request (control requests are broadcast to them); each answers
+for its own shard and the answers are gathered onto rank 0 over the TP CPU group, whose answer is
+the one that reaches the tokenizer manager: ``[{"sglang_roll_compat": 1, "ranks": [...]}]``.
+
+The module imports nothing heavy at import time (a spawned child imports it while unpickling).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "__sglang_roll_compat_weights__:"
+PROTOCOL = 1
+SCHEDULER_MODULE = "sglang.srt.managers.scheduler"
+IO_STRUCT = "sglang.srt.managers.io_struct"
+CHUNK_ELEMENTS = 1 << 24  # float64 sums are taken chunk by chunk: bounded extra memory
+
+_armed = False
+_patched: list[Any] = []  # the Scheduler classes wrapped in this process
+
+
+# -- fingerprints (the same function on both sides) ---------------------------------------------
+def fingerprint(tensor: Any) -> dict[str, Any]:
+    """Shape, dtype, float64 sum and sum of squares, and a BLAKE2b-128 digest of the raw bytes
+    (C-contiguous, on the CPU) of ``tensor``. Two tensors are the same exactly when shape, dtype
+    and digest agree; the sums say by how much they differ at a glance."""
+    import torch
+
+    t = tensor.detach()
+    flat = t.reshape(-1)
+    total = 0.0
+    squares = 0.0
+    for start in range(0, flat.numel(), CHUNK_ELEMENTS):
+        chunk = flat[start : start + CHUNK_ELEMENTS].to(torch.float64)
+        total += float(chunk.sum())
+        squares += float(chunk.square().sum())
+    host = flat if flat.device.type == "cpu" else flat.cpu()
+    host = host.contiguous()
+    digest = hashlib.blake2b(digest_size=16)
+    if host.numel():
+        digest.update(host.view(torch.uint8).numpy().data)
+    return {
+        "shape": list(t.shape),
+        "dtype": str(t.dtype).removeprefix("torch."),
+        "sum": total,
+        "sumsq": squares,
+        "digest": digest.hexdigest(),
+    }
+
+
+def request_name(payload: Mapping[str, Any]) -> str:
+    return PREFIX + json.dumps(payload, separators=(",", ":"))
+
+
+# -- answering one rank's share ------------------------------------------------------------------
+def _segment(params: Mapping[str, Any], segment: Any, rank: int) -> Any:
+    name, dim, start, lengths = segment
+    param = params.get(name)
+    if param is None:
+        return None
+    length = lengths[rank] if rank < len(lengths) else 0
+    if dim < 0:
+        return param
+    if length <= 0 or start + length > param.shape[dim]:
+        return None
+    return param.narrow(dim, start, length)
+
+
+def _fused_rows(module: Any, tp_size: int) -> list[int] | None:
+    """The local row count of each fused part of a fused linear layer, from its attributes."""
+    heads, kv_heads, head_size = (getattr(module, a, None) for a in ("num_heads", "num_kv_heads", "head_size"))
+    if all(isinstance(v, int) for v in (heads, kv_heads, head_size)):
+        return [heads * head_size, kv_heads * head_size, kv_heads * head_size]  # type: ignore[operator]
+    sizes = getattr(module, "output_sizes", None)
+    if isinstance(sizes, (list, tuple)) and sizes and all(isinstance(s, int) for s in sizes):
+        return [s // tp_size for s in sizes]
+    return None
+
+
+def answer_rank(
+    params: Mapping[str, Any], modules: Mapping[str, Any], payload: Mapping[str, Any], rank: int, tp_size: int
+) -> dict[str, Any]:
+    """This rank's answer to one payload (pure: tests call it on plain ``nn.Module`` objects)."""
+    op = payload.get("op")
+    if op == "describe":
+        shapes = {n: [list(p.shape), str(p.dtype).removeprefix("torch.")] for n, p in params.items()}
+        fused: dict[str, list[int]] = {}
+        for name in params:
+            owner = modules.get(name.rsplit(".", 1)[0])
+            rows = _fused_rows(owner, tp_size) if owner is not None else None
+            if rows is not None and len(rows) > 1:
+                fused[name] = rows
+        return {"rank": rank, "params": shapes, "fused": fused}
+    if op == "fingerprint":
+        out = []
+        for seg in payload["segments"]:
+            part = _segment(params, seg, rank)
+            out.append(None if part is None else fingerprint(part))
+        return {"rank": rank, "fingerprints": out}
+    if op == "fetch":
+        values = []
+        for seg in payload["segments"]:
+            part = _segment(params, seg, rank)
+            values.append(None if part is None else part.detach().float().cpu().tolist())
+        return {"rank": rank, "values": values}
+    raise ValueError(f"unknown verify_weights op {op!r}")
+
+
+def answer(
+    params: Mapping[str, Any],
+    modules: Mapping[str, Any],
+    name: str,
+    rank: int,
+    tp_size: int,
+    gather: Callable[[Any], list[Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """The answer to a reserved request ``name``: every rank's share (``gather`` collects them
+    across the TP group; every rank must call it), as the one-element list upstream returns."""
+    payload = json.loads(name[len(PREFIX) :])
+    try:
+        mine: dict[str, Any] = answer_rank(params, modules, payload, rank, tp_size)
+    except Exception as exc:  # answered, not raised: an exception would end the scheduler
+        logger.exception("verify_weights: rank %d could not answer %s", rank, payload.get("op"))
+        mine = {"rank": rank, "error": f"{type(exc).__name__}: {exc}"}
+    ranks = gather(mine) if gather is not None and tp_size > 1 else [mine]
+    return [{"sglang_roll_compat": PROTOCOL, "ranks": list(ranks)}]
+
+
+# -- inside a real scheduler ---------------------------------------------------------------------
+def _model_of(scheduler: Any) -> Any:
+    worker = scheduler.tp_worker
+    for path in (("model_runner",), ("worker", "model_runner"), ("_worker", "model_runner")):
+        obj = worker
+        for attr in path:
+            obj = getattr(obj, attr, None)
+        if obj is not None and getattr(obj, "model", None) is not None:
+            return obj.model
+    raise RuntimeError("verify_weights: cannot find the model runner of this scheduler's TP worker")
+
+
+def _gather(scheduler: Any) -> Callable[[Any], list[Any]]:
+    def gather(mine: Any) -> list[Any]:
+        import torch.distributed as dist
+
+        group = getattr(scheduler, "tp_cpu_group", None)
+        out: list[Any] = [None] * int(scheduler.tp_size)
+        dist.all_gather_object(out, mine, group=group)
+        return out
+
+    return gather
+
+
+def scheduler_answer(scheduler: Any, name: str) -> list[dict[str, Any]]:
+    model = _model_of(scheduler)
+    params = dict(model.named_parameters())
+    modules = dict(model.named_modules())
+    rank, tp_size = int(getattr(scheduler, "tp_rank", 0)), int(getattr(scheduler, "tp_size", 1))
+    return answer(params, modules, name, rank, tp_size, _gather(scheduler))
+
+
+def _output(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], parameter: Any) -> Any:
+    import importlib
+
+    cls = getattr(importlib.import_module(IO_STRUCT), "GetWeightsByNameReqOutput", None)
+    if cls is not None:
+        try:
+            return cls(parameter=parameter)
+        except TypeError:
+            pass
+    out = wrapped(*args, **kwargs)  # upstream builds its own output (it finds no such parameter)
+    out.parameter = parameter
+    return out
+
+
+def _get_weights_by_name(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    req = args[0] if args else kwargs.get("recv_req")
+    name = getattr(req, "name", None)
+    if not (isinstance(name, str) and name.startswith(PREFIX)):
+        return wrapped(*args, **kwargs)
+    return _output(wrapped, instance, args, kwargs, scheduler_answer(instance, name))
+
+
+def _patch_scheduler(module: Any) -> None:
+    import wrapt
+
+    cls = getattr(module, "Scheduler", None)
+    if cls is None or not hasattr(cls, "get_weights_by_name"):
+        logger.warning("verify_weights: this SGLang's Scheduler has no get_weights_by_name; not armed")
+        return
+    if cls in _patched:
+        return
+    wrapt.wrap_function_wrapper(cls, "get_weights_by_name", _get_weights_by_name)
+    _patched.append(cls)
+
+
+def arm() -> None:
+    """Wrap ``Scheduler.get_weights_by_name`` once SGLang's scheduler module is imported (runs in
+    a scheduler child; the module is usually imported already: the hook then fires at once)."""
+    global _armed
+    if _armed:
+        return
+    _armed = True
+    import wrapt
+
+    wrapt.register_post_import_hook(_patch_scheduler, SCHEDULER_MODULE)
+
