@@ -14,6 +14,7 @@ names are data (:data:`FIRST_RELEASE`, read from the wheels of every supported r
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import importlib
 import logging
@@ -217,8 +218,8 @@ class RLFacade(FacadeBase):
     # -- verifying the engine's weights ---------------------------------------------------------
     async def async_verify_weights(self, named_tensors: Sequence[tuple[str, Any]]) -> weightsync.WeightReport:
         """Prove that the engine holds exactly ``named_tensors`` (Hugging Face names): every
-        scheduler fingerprints its own slice of each parameter where it lives (float64 sum, sum
-        of squares, BLAKE2b of the raw bytes) and only those fingerprints travel back; a name
+        scheduler fingerprints its own slice of each parameter where it lives (two 64-bit checksums
+        of the raw bytes, computed on the weights' own device) and only those fingerprints travel back; a name
         whose bytes differ is fetched and reported with its largest absolute difference. See
         :class:`weightsync.WeightReport` for what the report holds."""
         tensors = _check_named_tensors(named_tensors)
@@ -294,27 +295,18 @@ class RLFacade(FacadeBase):
         self, todo: list[tuple[str, Any, str, list[weightsync.Shard], str]]
     ) -> tuple[list[str], list[weightsync.Mismatch]]:
         segments = [weightsync.segment(target, rank_shards) for _, _, target, rank_shards, _ in todo]
-        replicas = await self._weight_probe({"op": "fingerprint", "segments": segments})
+        # the expected fingerprints are computed here while the schedulers compute theirs
+        expected_job = asyncio.get_running_loop().run_in_executor(None, _expected_fingerprints, todo)
+        try:
+            replicas = await self._weight_probe({"op": "fingerprint", "segments": segments})
+        except BaseException:
+            expected_job.cancel()
+            raise
+        expected = await expected_job
         matched: list[str] = []
         differ: list[tuple[int, str]] = []  # (index into todo, reason)
-        for i, (name, tensor, _target, rank_shards, dtype) in enumerate(todo):
-            reason = ""
-            for shard in rank_shards:
-                if shard.length == 0 and shard.dim >= 0:
-                    continue
-                want = weightsync.expected_fingerprint(tensor, shard, dtype)
-                for ranks in replicas:
-                    got = ranks[shard.rank]["fingerprints"][i]
-                    if got is None:
-                        reason = f"TP rank {shard.rank} holds no such slice"
-                    elif got["shape"] != want["shape"] or got["dtype"] != want["dtype"]:
-                        reason = f"rank {shard.rank} holds {got['dtype']}{got['shape']}, expected {want['shape']}"
-                    elif got["digest"] != want["digest"]:
-                        reason = f"bytes differ on TP rank {shard.rank} (sum {got['sum']:.6g}, expected {want['sum']:.6g})"
-                    if reason:
-                        break
-                if reason:
-                    break
+        for i, (name, _tensor, _target, rank_shards, _dtype) in enumerate(todo):
+            reason = _first_difference(rank_shards, expected[i], [ranks for ranks in replicas], i)
             if reason:
                 differ.append((i, reason))
             else:
@@ -649,6 +641,45 @@ class RLFacade(FacadeBase):
 
     def score(self, *args: Any, **kwargs: Any) -> list[list[float]]:
         return self._run(self.async_score(*args, **kwargs))
+
+
+def _expected_fingerprints(
+    todo: Sequence[tuple[str, Any, str, list[weightsync.Shard], str]],
+) -> list[dict[int, dict[str, Any]]]:
+    """Per tensor, per rank holding a slice of it, the fingerprint that rank must report."""
+    out = []
+    for _name, tensor, _target, rank_shards, dtype in todo:
+        out.append(
+            {
+                s.rank: weightsync.expected_fingerprint(tensor, s, dtype)
+                for s in rank_shards
+                if s.length or s.dim < 0
+            }
+        )
+    return out
+
+
+def _first_difference(
+    rank_shards: Sequence[weightsync.Shard],
+    expected: Mapping[int, dict[str, Any]],
+    replicas: Sequence[Sequence[Mapping[str, Any]]],
+    index: int,
+) -> str:
+    """Why the ranks' fingerprints of tensor ``index`` differ from ``expected`` ("" when they agree)."""
+    for shard in rank_shards:
+        want = expected.get(shard.rank)
+        if want is None:
+            continue
+        for replica, ranks in enumerate(replicas):
+            got = ranks[shard.rank]["fingerprints"][index]
+            where = f"TP rank {shard.rank}" + (f" of DP replica {replica}" if len(replicas) > 1 else "")
+            if got is None:
+                return f"{where} holds no such slice"
+            if got["shape"] != want["shape"] or got["dtype"] != want["dtype"]:
+                return f"{where} holds {got['dtype']}{got['shape']}, expected {want['dtype']}{want['shape']}"
+            if got["word_sum"] != want["word_sum"] or got["weighted_sum"] != want["weighted_sum"]:
+                return f"bytes differ on {where}"
+    return ""
 
 
 def _probe_replicas(out: Any) -> list[list[dict[str, Any]]] | None:

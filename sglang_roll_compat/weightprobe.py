@@ -12,7 +12,7 @@ Payload ops (all answers are JSON-able, so they travel over ZMQ and over HTTP al
   parameters, the local row count of each fused part (``qkv_proj``: q, k, v; merged layers:
   their ``output_sizes`` / tp);
 * ``fingerprint``: for each segment ``[param, dim, start, [length per rank]]`` the
-  :func:`fingerprint` of ``param.narrow(dim, start, length)`` on this rank (``dim`` -1: the whole
+  :func:`fingerprint` (shape, dtype, two 64-bit checksums of the raw bytes) of ``param.narrow(dim, start, length)`` on this rank (``dim`` -1: the whole
   parameter);
 * ``fetch``: the same segments as nested lists of floats (only asked for mismatched names).
 
@@ -25,7 +25,6 @@ The module imports nothing heavy at import time (a spawned child imports it whil
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -37,38 +36,147 @@ PREFIX = "__sglang_roll_compat_weights__:"
 PROTOCOL = 1
 SCHEDULER_MODULE = "sglang.srt.managers.scheduler"
 IO_STRUCT = "sglang.srt.managers.io_struct"
-CHUNK_ELEMENTS = 1 << 24  # float64 sums are taken chunk by chunk: bounded extra memory
+WORD_MASK = (1 << 64) - 1
 
 _armed = False
 _patched: list[Any] = []  # the Scheduler classes wrapped in this process
 
 
 # -- fingerprints (the same function on both sides) ---------------------------------------------
-def fingerprint(tensor: Any) -> dict[str, Any]:
-    """Shape, dtype, float64 sum and sum of squares, and a BLAKE2b-128 digest of the raw bytes
-    (C-contiguous, on the CPU) of ``tensor``. Two tensors are the same exactly when shape, dtype
-    and digest agree; the sums say by how much they differ at a glance."""
+ROW = 4096  # words per row of the position-sensitive checksum
+_MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
+
+
+def _weights(n: int, salt: int) -> Any:
+    """``n`` odd, well-mixed 64-bit weights for positions ``0..n-1`` (splitmix64-style, numpy
+    uint64: the arithmetic wraps mod 2**64)."""
+    import numpy as np
+
+    with np.errstate(over="ignore"):
+        z = np.arange(n, dtype=np.uint64) * np.uint64(_MIX[0]) + np.uint64(salt)
+        z = (z ^ (z >> np.uint64(31))) * np.uint64(_MIX[1])
+        z = (z ^ (z >> np.uint64(29))) * np.uint64(_MIX[2])
+    return z | np.uint64(1)
+
+
+def _raw_bytes(tensor: Any) -> Any:
+    """The tensor's bytes (C order) as a flat uint8 tensor on its own device; no copy when it is
+    contiguous already."""
     import torch
 
-    t = tensor.detach()
-    flat = t.reshape(-1)
-    total = 0.0
-    squares = 0.0
-    for start in range(0, flat.numel(), CHUNK_ELEMENTS):
-        chunk = flat[start : start + CHUNK_ELEMENTS].to(torch.float64)
-        total += float(chunk.sum())
-        squares += float(chunk.square().sum())
-    host = flat if flat.device.type == "cpu" else flat.cpu()
-    host = host.contiguous()
-    digest = hashlib.blake2b(digest_size=16)
-    if host.numel():
-        digest.update(host.view(torch.uint8).numpy().data)
+    flat = tensor.detach().reshape(-1).contiguous()
+    try:
+        return flat.view(torch.uint8)
+    except RuntimeError:  # a view at an offset the byte view cannot take
+        return flat.clone().view(torch.uint8)
+
+
+def _words(raw: Any) -> tuple[Any, int]:
+    """The bytes as little-endian int64 words, and the 0-7 bytes left over as one integer."""
+    import torch
+
+    whole = raw.numel() // 8 * 8
+    head = raw[:whole]
+    try:
+        words = head.view(torch.int64)
+    except RuntimeError:  # not 8-byte aligned in its storage
+        words = head.clone().view(torch.int64)
+    tail = int.from_bytes(bytes(raw[whole:].cpu().numpy().tobytes()), "little")
+    return words, tail
+
+
+class _Host:
+    """The reductions on the CPU: numpy (no thread-pool wake-ups: a small tensor costs
+    microseconds, not the milliseconds a loaded machine's OpenMP pool takes)."""
+
+    def __init__(self, words: Any) -> None:
+        import numpy as np
+
+        self.np = np
+        self.words = words.numpy().view(np.uint64)
+
+    def sum(self, a: Any, axis: int | None = None) -> Any:
+        return a.sum(axis=axis, dtype=self.np.uint64)
+
+    def rows(self, full: int) -> Any:
+        return self.words[:full].reshape(-1, ROW)
+
+    def dot(self, a: Any, weights: Any) -> int:
+        with self.np.errstate(over="ignore"):
+            return int((a * weights).sum(dtype=self.np.uint64))
+
+    def rest(self, full: int) -> Any:
+        return self.words[full:]
+
+    def scalar(self, a: Any) -> int:
+        return int(a)
+
+
+class _Device:
+    """The same reductions with torch on the tensor's device (int64 wraps like uint64)."""
+
+    def __init__(self, words: Any) -> None:
+        import numpy as np
+        import torch
+
+        self.np, self.torch, self.words = np, torch, words
+
+    def sum(self, a: Any, axis: int | None = None) -> Any:
+        return a.sum() if axis is None else a.sum(axis)
+
+    def rows(self, full: int) -> Any:
+        return self.words[:full].view(-1, ROW)
+
+    def dot(self, a: Any, weights: Any) -> int:
+        w = self.torch.from_numpy(weights.view(self.np.int64)).to(a.device)
+        return int((a * w).sum()) & WORD_MASK
+
+    def rest(self, full: int) -> Any:
+        return self.words[full:]
+
+    def scalar(self, a: Any) -> int:
+        return int(a) & WORD_MASK
+
+
+def checksums(raw: Any, ops_class: type[_Host] | type[_Device] | None = None) -> tuple[int, int]:
+    """Two checksums of a flat uint8 tensor, mod 2**64: the sum of its little-endian 64-bit
+    words, and a position-sensitive sum: the words laid out in rows of :data:`ROW`, each row's
+    sum and each column's sum times its own odd weight (a word that moved to another row or
+    column changes it). Memory-speed reductions where the tensor lives (numpy on the CPU, torch
+    on an accelerator: integer sums, so both give the same numbers)."""
+    words, tail = _words(raw)
+    if ops_class is None:
+        ops_class = _Host if words.device.type == "cpu" else _Device
+    ops = ops_class(words)
+    n = words.numel()
+    full = n // ROW * ROW
+    plain = 0
+    weighted = 0
+    if full:
+        rows = ops.rows(full)
+        row_sums = ops.sum(rows, 1)
+        plain += ops.scalar(ops.sum(row_sums))
+        weighted += ops.dot(row_sums, _weights(full // ROW, 1))
+        weighted += ops.dot(ops.sum(rows, 0), _weights(ROW, 2))
+    if n > full:
+        rest = ops.rest(full)
+        plain += ops.scalar(ops.sum(rest))
+        weighted += ops.dot(rest, _weights(n - full, 3))
+    weighted += tail * _MIX[0]
+    return (plain + tail) & WORD_MASK, weighted & WORD_MASK
+
+
+def fingerprint(tensor: Any) -> dict[str, Any]:
+    """Shape, dtype and two checksums of the raw bytes (C order) of ``tensor`` (see
+    :func:`checksums`). Equal tensors give equal fingerprints; a changed or moved word changes
+    them. They are made to catch accidental differences at memory speed where the tensor lives
+    (no copy to the host), not to stand against a tensor crafted to collide."""
+    sums = checksums(_raw_bytes(tensor))
     return {
-        "shape": list(t.shape),
-        "dtype": str(t.dtype).removeprefix("torch."),
-        "sum": total,
-        "sumsq": squares,
-        "digest": digest.hexdigest(),
+        "shape": list(tensor.shape),
+        "dtype": str(tensor.dtype).removeprefix("torch."),
+        "word_sum": sums[0],
+        "weighted_sum": sums[1],
     }
 
 

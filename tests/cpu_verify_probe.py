@@ -81,6 +81,7 @@ def main(out_dir: str, rounds: int) -> None:
             "rounds": rounds,
             "update_s": statistics.median(updates),
             "verify_s": statistics.median(verifies),
+            "ratio": statistics.median(v / u for v, u in zip(verifies, updates, strict=True)),
             "updates_s": updates,
             "verifies_s": verifies,
         }

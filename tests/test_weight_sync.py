@@ -82,15 +82,37 @@ def test_fingerprints_see_one_flipped_bit_and_are_dtype_exact() -> None:
     flipped.view(torch.int16)[3, 5] ^= 1
     fp = weightprobe.fingerprint(t)
     assert fp == weightprobe.fingerprint(same)
-    assert fp["digest"] != weightprobe.fingerprint(flipped)["digest"]
+    other = weightprobe.fingerprint(flipped)
+    assert fp["word_sum"] != other["word_sum"] and fp["weighted_sum"] != other["weighted_sum"]
     assert fp["dtype"] == "bfloat16" and fp["shape"] == [64, 32]
-    assert abs(fp["sum"] - float(t.double().sum())) < 1e-9
+    swapped = t.clone()
+    swapped[[0, 1]] = swapped[[1, 0]]  # same words, other order: the weighted sum sees it
+    assert weightprobe.fingerprint(swapped)["word_sum"] == fp["word_sum"]
+    assert weightprobe.fingerprint(swapped)["weighted_sum"] != fp["weighted_sum"]
+    big = torch.randn(3 * weightprobe.ROW * 4 + 5).to(torch.bfloat16)  # whole rows, leftover words and bytes
+    moved = big.clone()
+    moved[: weightprobe.ROW * 4], moved[weightprobe.ROW * 4 : 2 * weightprobe.ROW * 4] = (
+        big[weightprobe.ROW * 4 : 2 * weightprobe.ROW * 4].clone(),
+        big[: weightprobe.ROW * 4].clone(),
+    )  # two whole rows swapped
+    assert weightprobe.fingerprint(moved)["weighted_sum"] != weightprobe.fingerprint(big)["weighted_sum"]
+    # a view at an odd byte offset, and a byte count that is no multiple of 8
+    odd = torch.arange(11, dtype=torch.uint8)
+    assert weightprobe.fingerprint(odd[1:])["word_sum"] == int.from_bytes(bytes(range(1, 9)), "little") + 9 + 256 * 10
     # the expected fingerprint casts first, as loading into a bf16 parameter does
     f32 = t.float() + 1e-4
     assert weightsync.expected_fingerprint(f32, weightsync.Shard(0, -1, 0, 0, 64), "bfloat16") == weightprobe.fingerprint(
         f32.to(torch.bfloat16)
     )
-    assert weightprobe.fingerprint(t[:, :0])["digest"] == weightprobe.fingerprint(torch.empty(0))["digest"]
+    assert weightprobe.fingerprint(t[:, :0])["weighted_sum"] == weightprobe.fingerprint(torch.empty(0))["weighted_sum"] == 0
+
+
+def test_the_torch_reductions_for_accelerators_give_the_numpy_numbers() -> None:
+    for n in (0, 7, 8, 4096 * 8, 4096 * 8 * 3 + 13, 100_003):
+        raw = torch.randint(0, 256, (n,), dtype=torch.uint8)
+        host = weightprobe.checksums(raw, weightprobe._Host)
+        assert host == weightprobe.checksums(raw, weightprobe._Device), n
+        assert host[0] == (sum(int.from_bytes(raw[i : i + 8].numpy().tobytes(), "little") for i in range(0, n, 8))) % 2**64
 
 
 def test_the_scheduler_side_answers_describe_fingerprint_and_fetch() -> None:
@@ -295,6 +317,7 @@ def test_verify_weights_on_the_real_cpu_engine(tmp_path: Path) -> None:
     print(
         f"\nverify_weights vs update_weights_from_tensor on the CPU engine ({result['n_tensors']} tensors, "
         f"{result['bytes'] / 1e6:.1f} MB): update median {cost['update_s'] * 1e3:.1f} ms, verify median "
-        f"{cost['verify_s'] * 1e3:.1f} ms ({cost['verify_s'] / cost['update_s']:.0%} of the update)",
+        f"{cost['verify_s'] * 1e3:.1f} ms; verify/update per round, median {cost['ratio']:.1%} "
+        f"({cost['rounds']} interleaved rounds)",
         file=sys.stderr,
     )
