@@ -650,11 +650,7 @@ def _expected_fingerprints(
     out = []
     for _name, tensor, _target, rank_shards, dtype in todo:
         out.append(
-            {
-                s.rank: weightsync.expected_fingerprint(tensor, s, dtype)
-                for s in rank_shards
-                if s.length or s.dim < 0
-            }
+            {s.rank: weightsync.expected_fingerprint(tensor, s, dtype) for s in rank_shards if s.length or s.dim < 0}
         )
     return out
 

@@ -12,8 +12,8 @@ Payload ops (all answers are JSON-able, so they travel over ZMQ and over HTTP al
   parameters, the local row count of each fused part (``qkv_proj``: q, k, v; merged layers:
   their ``output_sizes`` / tp);
 * ``fingerprint``: for each segment ``[param, dim, start, [length per rank]]`` the
-  :func:`fingerprint` (shape, dtype, two 64-bit checksums of the raw bytes) of ``param.narrow(dim, start, length)`` on this rank (``dim`` -1: the whole
-  parameter);
+  :func:`fingerprint` (shape, dtype, two 64-bit checksums of the raw bytes) of
+  ``param.narrow(dim, start, length)`` on this rank (``dim`` -1: the whole parameter);
 * ``fetch``: the same segments as nested lists of floats (only asked for mismatched names).
 
 All tensor-parallel ranks get the request (control requests are broadcast to them); each answers
@@ -335,4 +335,3 @@ def arm() -> None:
     import wrapt
 
     wrapt.register_post_import_hook(_patch_scheduler, SCHEDULER_MODULE)
-

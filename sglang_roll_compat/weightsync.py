@@ -125,7 +125,7 @@ def engine_name(hf_name: str) -> tuple[str, int | None]:
 
 def hf_names(engine_params: Sequence[str], fused: Mapping[str, Sequence[int]]) -> list[str]:
     """The Hugging Face names of the engine's parameters (fused ones expanded into their parts)."""
-    out = []
+    out: list[str] = []
     for name in engine_params:
         parts = name.split(".")
         expanded = False
@@ -156,8 +156,8 @@ def shards(
     tp = len(local_shapes)
     hf = list(hf_shape)
     out = []
-    for rank, local in enumerate(local_shapes):
-        local = list(local)
+    for rank, shape in enumerate(local_shapes):
+        local = list(shape)
         if part is not None:
             if part_rows is None or part >= len(part_rows):
                 raise ValueError(f"no row count for fused part {part}")

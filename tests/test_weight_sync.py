@@ -34,7 +34,10 @@ def test_hf_names_map_onto_the_fused_parameters_in_loader_order() -> None:
         "model.layers.3.self_attn.qkv_proj.weight",
         0,
     )
-    assert weightsync.engine_name("model.layers.3.self_attn.v_proj.bias") == ("model.layers.3.self_attn.qkv_proj.bias", 2)
+    assert weightsync.engine_name("model.layers.3.self_attn.v_proj.bias") == (
+        "model.layers.3.self_attn.qkv_proj.bias",
+        2,
+    )
     assert weightsync.engine_name("model.layers.0.mlp.up_proj.weight") == ("model.layers.0.mlp.gate_up_proj.weight", 1)
     assert weightsync.engine_name("model.norm.weight") == ("model.norm.weight", None)
     fused = {"a.qkv_proj.weight": [1, 1, 1], "a.gate_up_proj.weight": [1, 1]}
@@ -101,10 +104,14 @@ def test_fingerprints_see_one_flipped_bit_and_are_dtype_exact() -> None:
     assert weightprobe.fingerprint(odd[1:])["word_sum"] == int.from_bytes(bytes(range(1, 9)), "little") + 9 + 256 * 10
     # the expected fingerprint casts first, as loading into a bf16 parameter does
     f32 = t.float() + 1e-4
-    assert weightsync.expected_fingerprint(f32, weightsync.Shard(0, -1, 0, 0, 64), "bfloat16") == weightprobe.fingerprint(
-        f32.to(torch.bfloat16)
+    assert weightsync.expected_fingerprint(
+        f32, weightsync.Shard(0, -1, 0, 0, 64), "bfloat16"
+    ) == weightprobe.fingerprint(f32.to(torch.bfloat16))
+    assert (
+        weightprobe.fingerprint(t[:, :0])["weighted_sum"]
+        == weightprobe.fingerprint(torch.empty(0))["weighted_sum"]
+        == 0
     )
-    assert weightprobe.fingerprint(t[:, :0])["weighted_sum"] == weightprobe.fingerprint(torch.empty(0))["weighted_sum"] == 0
 
 
 def test_the_torch_reductions_for_accelerators_give_the_numpy_numbers() -> None:
@@ -112,7 +119,9 @@ def test_the_torch_reductions_for_accelerators_give_the_numpy_numbers() -> None:
         raw = torch.randint(0, 256, (n,), dtype=torch.uint8)
         host = weightprobe.checksums(raw, weightprobe._Host)
         assert host == weightprobe.checksums(raw, weightprobe._Device), n
-        assert host[0] == (sum(int.from_bytes(raw[i : i + 8].numpy().tobytes(), "little") for i in range(0, n, 8))) % 2**64
+        assert (
+            host[0] == (sum(int.from_bytes(raw[i : i + 8].numpy().tobytes(), "little") for i in range(0, n, 8))) % 2**64
+        )
 
 
 def test_the_scheduler_side_answers_describe_fingerprint_and_fetch() -> None:
@@ -162,7 +171,10 @@ def _answering(fake: Any, ranks: list[tuple[dict[str, Any], dict[str, Any]]], ca
         tm.record("get_weights_by_name", obj)
         calls.append(json.loads(obj.name[len(weightprobe.PREFIX) :])["op"])
         tp = len(ranks)
-        mine = [weightprobe.answer_rank(p, m, json.loads(obj.name[len(weightprobe.PREFIX) :]), r, tp) for r, (p, m) in enumerate(ranks)]
+        mine = [
+            weightprobe.answer_rank(p, m, json.loads(obj.name[len(weightprobe.PREFIX) :]), r, tp)
+            for r, (p, m) in enumerate(ranks)
+        ]
         return weightprobe.answer(ranks[0][0], ranks[0][1], obj.name, 0, tp, gather=lambda _: mine)
 
     tm.get_weights_by_name = get_weights_by_name
@@ -253,7 +265,6 @@ def test_bad_input_is_refused_before_anything_is_sent(fake: Any) -> None:
 def test_an_engine_without_the_scheduler_hook_is_refused_naming_the_release(fake: Any) -> None:
     """The fake's own get_weights_by_name answers like upstream (a truncated read-out)."""
     import sglang
-
     from helpers import engine_args
 
     from sglang_roll_compat import Engine

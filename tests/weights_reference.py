@@ -75,7 +75,9 @@ def rank_model(
     for i in range(LAYERS):
         p = f"model.layers.{i}."
         for kind in ("weight", "bias"):
-            q = torch.cat(_heads(hf[p + f"self_attn.q_proj.{kind}"], HEADS)[rank * HEADS // tp : (rank + 1) * HEADS // tp])
+            q = torch.cat(
+                _heads(hf[p + f"self_attn.q_proj.{kind}"], HEADS)[rank * HEADS // tp : (rank + 1) * HEADS // tp]
+            )
             k = _kv_for_rank(hf[p + f"self_attn.k_proj.{kind}"], rank, tp)
             v = _kv_for_rank(hf[p + f"self_attn.v_proj.{kind}"], rank, tp)
             params[p + f"self_attn.qkv_proj.{kind}"] = torch.cat([q, k, v]).to(dtype)
