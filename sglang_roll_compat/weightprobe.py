@@ -14,7 +14,8 @@ Payload ops (all answers are JSON-able, so they travel over ZMQ and over HTTP al
 * ``fingerprint``: for each segment ``[param, dim, start, [length per rank]]`` the
   :func:`fingerprint` (shape, dtype, two 64-bit checksums of the raw bytes) of
   ``param.narrow(dim, start, length)`` on this rank (``dim`` -1: the whole parameter);
-* ``fetch``: the same segments as nested lists of floats (only asked for mismatched names).
+* ``fetch``: the same segments' raw bytes (base64, with shape and dtype; only asked for
+  mismatched names).
 
 All tensor-parallel ranks get the request (control requests are broadcast to them); each answers
 for its own shard and the answers are gathered onto rank 0 over the TP CPU group, whose answer is
@@ -25,6 +26,7 @@ The module imports nothing heavy at import time (a spawned child imports it whil
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -175,9 +177,28 @@ def fingerprint(tensor: Any) -> dict[str, Any]:
     return {
         "shape": list(tensor.shape),
         "dtype": str(tensor.dtype).removeprefix("torch."),
-        "word_sum": sums[0],
-        "weighted_sum": sums[1],
+        "word_sum": f"{sums[0]:016x}",  # hex: JSON encoders differ on integers past 2**63
+        "weighted_sum": f"{sums[1]:016x}",
     }
+
+
+def pack(tensor: Any) -> dict[str, Any]:
+    """A tensor as JSON-able raw bytes (base64), shape and dtype: what ``fetch`` answers."""
+    raw = _raw_bytes(tensor).cpu()
+    return {
+        "shape": list(tensor.shape),
+        "dtype": str(tensor.dtype).removeprefix("torch."),
+        "data": base64.b64encode(raw.numpy().tobytes()).decode("ascii"),
+    }
+
+
+def unpack(packed: Mapping[str, Any]) -> Any:
+    """The tensor :func:`pack` packed (on the CPU)."""
+    import torch
+
+    data = bytearray(base64.b64decode(packed["data"]))
+    flat = torch.frombuffer(data, dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
+    return flat.view(getattr(torch, packed["dtype"])).reshape(packed["shape"])
 
 
 def request_name(payload: Mapping[str, Any]) -> str:
@@ -233,7 +254,7 @@ def answer_rank(
         values = []
         for seg in payload["segments"]:
             part = _segment(params, seg, rank)
-            values.append(None if part is None else part.detach().float().cpu().tolist())
+            values.append(None if part is None else pack(part))
         return {"rank": rank, "values": values}
     raise ValueError(f"unknown verify_weights op {op!r}")
 

@@ -29,7 +29,7 @@ import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .weightprobe import fingerprint
+from .weightprobe import fingerprint, unpack
 
 # Hugging Face projection -> (engine's fused parameter, part index)
 FUSED_PARTS: dict[str, tuple[str, int]] = {
@@ -218,8 +218,8 @@ def segment(engine_param: str, rank_shards: Sequence[Shard]) -> list[Any]:
 
 def max_abs_diff(tensor: Any, rank_shards: Sequence[Shard], values: Sequence[Any], dtype: str) -> float | None:
     """The largest absolute difference between ``tensor`` (cast to the engine's ``dtype``) and
-    what the ranks hold (``values``: each rank's slice as nested lists, None where it holds
-    nothing); None when they are not comparable."""
+    what the ranks hold (``values``: each rank's slice as :func:`weightprobe.pack` packed it,
+    None where it holds nothing); None when they are not comparable."""
     import torch
 
     worst = 0.0
@@ -228,7 +228,7 @@ def max_abs_diff(tensor: Any, rank_shards: Sequence[Shard], values: Sequence[Any
             if shard.length:
                 return None
             continue
-        got = torch.tensor(value, dtype=torch.float64)
+        got = unpack(value).to(torch.float64)
         want = hf_slice(tensor, shard).to(getattr(torch, dtype)).to(torch.float64).cpu()
         if got.shape != want.shape:
             return None

@@ -101,7 +101,8 @@ def test_fingerprints_see_one_flipped_bit_and_are_dtype_exact() -> None:
     assert weightprobe.fingerprint(moved)["weighted_sum"] != weightprobe.fingerprint(big)["weighted_sum"]
     # a view at an odd byte offset, and a byte count that is no multiple of 8
     odd = torch.arange(11, dtype=torch.uint8)
-    assert weightprobe.fingerprint(odd[1:])["word_sum"] == int.from_bytes(bytes(range(1, 9)), "little") + 9 + 256 * 10
+    expected = int.from_bytes(bytes(range(1, 9)), "little") + 9 + 256 * 10
+    assert weightprobe.fingerprint(odd[1:])["word_sum"] == f"{expected:016x}"
     # the expected fingerprint casts first, as loading into a bf16 parameter does
     f32 = t.float() + 1e-4
     assert weightsync.expected_fingerprint(
@@ -110,7 +111,7 @@ def test_fingerprints_see_one_flipped_bit_and_are_dtype_exact() -> None:
     assert (
         weightprobe.fingerprint(t[:, :0])["weighted_sum"]
         == weightprobe.fingerprint(torch.empty(0))["weighted_sum"]
-        == 0
+        == "0" * 16
     )
 
 
@@ -119,6 +120,7 @@ def test_the_torch_reductions_for_accelerators_give_the_numpy_numbers() -> None:
         raw = torch.randint(0, 256, (n,), dtype=torch.uint8)
         host = weightprobe.checksums(raw, weightprobe._Host)
         assert host == weightprobe.checksums(raw, weightprobe._Device), n
+        assert weightprobe.fingerprint(raw)["word_sum"] == f"{host[0]:016x}"
         assert (
             host[0] == (sum(int.from_bytes(raw[i : i + 8].numpy().tobytes(), "little") for i in range(0, n, 8))) % 2**64
         )
@@ -139,7 +141,8 @@ def test_the_scheduler_side_answers_describe_fingerprint_and_fetch() -> None:
     assert fp["fingerprints"][0] == weightprobe.fingerprint(params["model.norm.weight"])
     assert fp["fingerprints"][1] is None
     got = weightprobe.answer_rank(params, modules, {"op": "fetch", "segments": [seg]}, 1, 2)["values"][0]
-    assert torch.equal(torch.tensor(got), params["model.norm.weight"].float())
+    assert json.loads(json.dumps(got)) == got  # travels as JSON over HTTP
+    assert torch.equal(weightprobe.unpack(got), params["model.norm.weight"])
     (bad,) = weightprobe.answer(params, modules, weightprobe.request_name({"op": "nope"}), 0, 1)
     assert "unknown verify_weights op" in bad["ranks"][0]["error"]
 
