@@ -681,8 +681,8 @@ def _first_difference(
 def _probe_replicas(out: Any) -> list[list[dict[str, Any]]] | None:
     """The scheduler hook's answer (one per data-parallel replica) as lists of rank answers;
     None when the answer is not the hook's (upstream's own read-out, or nothing)."""
-    if isinstance(out, list) and len(out) == 1 and isinstance(out[0], dict):
-        answer = out[0]
+    answer = weightprobe.decode(out)
+    if answer is not None:
         if answer.get("sglang_roll_compat") == weightprobe.PROTOCOL and isinstance(answer.get("ranks"), list):
             return [answer["ranks"]]
         return None

@@ -19,7 +19,8 @@ Payload ops (all answers are JSON-able, so they travel over ZMQ and over HTTP al
 
 All tensor-parallel ranks get the request (control requests are broadcast to them); each answers
 for its own shard and the answers are gathered onto rank 0 over the TP CPU group, whose answer is
-the one that reaches the tokenizer manager: ``[{"sglang_roll_compat": 1, "ranks": [...]}]``.
+the one that reaches the tokenizer manager: ``{"sglang_roll_compat": 1, "ranks": [...]}`` as JSON,
+packed into the list of floats upstream's output type allows (:func:`encode`).
 
 The module imports nothing heavy at import time (a spawned child imports it while unpickling).
 """
@@ -27,6 +28,7 @@ The module imports nothing heavy at import time (a spawned child imports it whil
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -36,7 +38,13 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "__sglang_roll_compat_weights__:"
 PROTOCOL = 1
-SCHEDULER_MODULE = "sglang.srt.managers.scheduler"
+# where upstream's dispatcher finds get_weights_by_name: the Scheduler (its mixin) up to 0.5.x,
+# the weight-update component of the scheduler in newer releases (0.5.23: both modules exist,
+# only the component's method is dispatched)
+TARGETS = (
+    ("sglang.srt.managers.scheduler", "Scheduler"),
+    ("sglang.srt.managers.scheduler_components.weight_updater", "SchedulerWeightUpdaterManager"),
+)
 IO_STRUCT = "sglang.srt.managers.io_struct"
 WORD_MASK = (1 << 64) - 1
 
@@ -266,9 +274,9 @@ def answer(
     rank: int,
     tp_size: int,
     gather: Callable[[Any], list[Any]] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[float]:
     """The answer to a reserved request ``name``: every rank's share (``gather`` collects them
-    across the TP group; every rank must call it), as the one-element list upstream returns."""
+    across the TP group; every rank must call it), packed as upstream's parameter type (:func:`encode`)."""
     payload = json.loads(name[len(PREFIX) :])
     try:
         mine: dict[str, Any] = answer_rank(params, modules, payload, rank, tp_size)
@@ -276,7 +284,36 @@ def answer(
         logger.exception("verify_weights: rank %d could not answer %s", rank, payload.get("op"))
         mine = {"rank": rank, "error": f"{type(exc).__name__}: {exc}"}
     ranks = gather(mine) if gather is not None and tp_size > 1 else [mine]
-    return [{"sglang_roll_compat": PROTOCOL, "ranks": list(ranks)}]
+    return encode({"sglang_roll_compat": PROTOCOL, "ranks": list(ranks)})
+
+
+# -- the answer as upstream's parameter type ------------------------------------------------------
+# Upstream types GetWeightsByNameReqOutput.parameter as a list of floats (or of float lists), and
+# 0.5.20+ checks that when it decodes the scheduler's msgpack: the JSON answer travels as floats,
+# six bytes per float (exact: integers below 2**53), after a marker and the byte count.
+MARKER = -1.6180339887498949e300
+_BYTES_PER_FLOAT = 6
+
+
+def encode(answer: Mapping[str, Any]) -> list[float]:
+    data = json.dumps(answer, separators=(",", ":")).encode()
+    data += b"\0" * (-len(data) % _BYTES_PER_FLOAT)
+    words = [
+        float(int.from_bytes(data[i : i + _BYTES_PER_FLOAT], "big")) for i in range(0, len(data), _BYTES_PER_FLOAT)
+    ]
+    return [MARKER, float(len(data)), *words]
+
+
+def decode(parameter: Any) -> dict[str, Any] | None:
+    """The answer :func:`encode` packed; None when ``parameter`` is not one (upstream's own)."""
+    if not (isinstance(parameter, list) and len(parameter) >= 2 and parameter[0] == MARKER):
+        return None
+    try:
+        data = b"".join(int(f).to_bytes(_BYTES_PER_FLOAT, "big") for f in parameter[2:])
+        answer = json.loads(data[: int(parameter[1])].rstrip(b"\0"))
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return answer if isinstance(answer, dict) else None
 
 
 # -- inside a real scheduler ---------------------------------------------------------------------
@@ -291,24 +328,36 @@ def _model_of(scheduler: Any) -> Any:
     raise RuntimeError("verify_weights: cannot find the model runner of this scheduler's TP worker")
 
 
-def _gather(scheduler: Any) -> Callable[[Any], list[Any]]:
+def _gather(scheduler: Any, tp_size: int) -> Callable[[Any], list[Any]]:
     def gather(mine: Any) -> list[Any]:
         import torch.distributed as dist
 
         group = getattr(scheduler, "tp_cpu_group", None)
-        out: list[Any] = [None] * int(scheduler.tp_size)
+        out: list[Any] = [None] * tp_size
         dist.all_gather_object(out, mine, group=group)
         return out
 
     return gather
 
 
-def scheduler_answer(scheduler: Any, name: str) -> list[dict[str, Any]]:
+def _tp_rank_size(owner: Any) -> tuple[int, int]:
+    rank, size = getattr(owner, "tp_rank", None), getattr(owner, "tp_size", None)
+    if isinstance(rank, int) and isinstance(size, int):
+        return rank, size
+    import torch.distributed as dist
+
+    group = getattr(owner, "tp_cpu_group", None)
+    return int(dist.get_rank(group=group)), int(dist.get_world_size(group=group))
+
+
+def scheduler_answer(scheduler: Any, name: str) -> list[float]:
+    """``scheduler``: the object upstream's dispatcher calls (the Scheduler, or the weight-update
+    component of newer releases); it has the TP worker and the TP CPU group."""
     model = _model_of(scheduler)
     params = dict(model.named_parameters())
     modules = dict(model.named_modules())
-    rank, tp_size = int(getattr(scheduler, "tp_rank", 0)), int(getattr(scheduler, "tp_size", 1))
-    return answer(params, modules, name, rank, tp_size, _gather(scheduler))
+    rank, tp_size = _tp_rank_size(scheduler)
+    return answer(params, modules, name, rank, tp_size, _gather(scheduler, tp_size))
 
 
 def _output(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], parameter: Any) -> Any:
@@ -333,14 +382,11 @@ def _get_weights_by_name(wrapped: Any, instance: Any, args: tuple[Any, ...], kwa
     return _output(wrapped, instance, args, kwargs, scheduler_answer(instance, name))
 
 
-def _patch_scheduler(module: Any) -> None:
+def _patch(module: Any, class_name: str) -> None:
     import wrapt
 
-    cls = getattr(module, "Scheduler", None)
-    if cls is None or not hasattr(cls, "get_weights_by_name"):
-        logger.warning("verify_weights: this SGLang's Scheduler has no get_weights_by_name; not armed")
-        return
-    if cls in _patched:
+    cls = getattr(module, class_name, None)
+    if cls is None or "get_weights_by_name" not in dir(cls) or cls in _patched:
         return
     wrapt.wrap_function_wrapper(cls, "get_weights_by_name", _get_weights_by_name)
     _patched.append(cls)
@@ -355,4 +401,5 @@ def arm() -> None:
     _armed = True
     import wrapt
 
-    wrapt.register_post_import_hook(_patch_scheduler, SCHEDULER_MODULE)
+    for module_name, class_name in TARGETS:
+        wrapt.register_post_import_hook(functools.partial(_patch, class_name=class_name), module_name)

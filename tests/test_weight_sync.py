@@ -130,8 +130,10 @@ def test_the_scheduler_side_answers_describe_fingerprint_and_fetch() -> None:
     hf = ref.hf_tensors()
     params, modules = ref.rank_model(hf, 1, 2)
     name = weightprobe.request_name({"op": "describe"})
-    (answer,) = weightprobe.answer(params, modules, name, rank=1, tp_size=2, gather=lambda mine: [mine, mine])
-    assert answer["sglang_roll_compat"] == weightprobe.PROTOCOL and len(answer["ranks"]) == 2
+    packed = weightprobe.answer(params, modules, name, rank=1, tp_size=2, gather=lambda mine: [mine, mine])
+    assert all(isinstance(f, float) and f == int(f) for f in packed[1:])  # upstream's parameter type
+    answer = weightprobe.decode(packed)
+    assert answer is not None and answer["sglang_roll_compat"] == weightprobe.PROTOCOL and len(answer["ranks"]) == 2
     described = answer["ranks"][0]
     assert described["fused"]["model.layers.0.self_attn.qkv_proj.weight"] == [16, 8, 8]
     assert described["fused"]["model.layers.0.mlp.gate_up_proj.weight"] == [24, 24]
@@ -143,8 +145,8 @@ def test_the_scheduler_side_answers_describe_fingerprint_and_fetch() -> None:
     got = weightprobe.answer_rank(params, modules, {"op": "fetch", "segments": [seg]}, 1, 2)["values"][0]
     assert json.loads(json.dumps(got)) == got  # travels as JSON over HTTP
     assert torch.equal(weightprobe.unpack(got), params["model.norm.weight"])
-    (bad,) = weightprobe.answer(params, modules, weightprobe.request_name({"op": "nope"}), 0, 1)
-    assert "unknown verify_weights op" in bad["ranks"][0]["error"]
+    bad = weightprobe.decode(weightprobe.answer(params, modules, weightprobe.request_name({"op": "nope"}), 0, 1))
+    assert bad is not None and "unknown verify_weights op" in bad["ranks"][0]["error"]
 
 
 def test_the_report() -> None:
@@ -241,6 +243,44 @@ def test_unknown_names_get_suggestions_and_missing_ones_are_listed(fake: Any) ->
         assert shape.mismatched[0].max_abs_diff is None and "not comparable" in shape.mismatched[0].reason
     finally:
         engine.shutdown()
+
+
+@pytest.mark.sglang
+def test_the_answer_survives_the_release_s_output_type_and_transport() -> None:
+    """0.5.20+ decode the scheduler's msgpack against ``parameter``'s declared type."""
+    import importlib
+    import pickle
+
+    io = importlib.import_module("sglang.srt.managers.io_struct")
+    params, modules = ref.rank_model(ref.hf_tensors(), 0, 1)
+    packed = weightprobe.answer(params, modules, weightprobe.request_name({"op": "describe"}), 0, 1)
+    out = io.GetWeightsByNameReqOutput(parameter=packed)
+    if hasattr(io, "msgpack_encode") and hasattr(io, "msgpack_decode"):
+        out = io.msgpack_decode(io.msgpack_encode(out))
+    else:
+        out = pickle.loads(pickle.dumps(out))
+    answer = weightprobe.decode(out.parameter)
+    assert answer is not None and set(answer["ranks"][0]["params"]) == set(params)
+
+
+@pytest.mark.sglang
+def test_the_hook_wraps_the_method_the_release_s_scheduler_dispatches() -> None:
+    """Read from the release's scheduler.py: which object's get_weights_by_name its request
+    dispatcher calls; that class is one of weightprobe.TARGETS and has the method."""
+    import importlib
+    import importlib.util
+    import re
+
+    spec = importlib.util.find_spec("sglang.srt.managers.scheduler")
+    assert spec is not None and spec.origin
+    source = Path(spec.origin).read_text(encoding="utf-8")
+    match = re.search(r"GetWeightsByNameReqInput,\s*self\.(\w+\.)?get_weights_by_name", source)
+    assert match, "no get_weights_by_name in the scheduler's dispatcher"
+    module_name, class_name = weightprobe.TARGETS[0 if match.group(1) is None else 1]
+    if match.group(1) is not None:
+        assert match.group(1) == "weight_updater."
+    cls = getattr(importlib.import_module(module_name), class_name)
+    assert callable(getattr(cls, "get_weights_by_name", None))
 
 
 @pytest.mark.sglang
