@@ -11,6 +11,7 @@ SUPPORTED_VERSIONS: dict[str, str] = {
     "0.4.6.post4": "v046post4",
     "0.4.6.post5": "v046post4",
     "0.4.10.post2": "v0410",
+    "0.5.1.post3": "v052",
     "0.5.2": "v052",
     "0.5.4.post2": "v054",
     "0.5.5.post3": "v054",

@@ -40,7 +40,7 @@ FIRST_RELEASE = {
     "load_lora_adapter": "0.4.10.post2",
     "unload_lora_adapter": "0.4.10.post2",
     "score": "0.4.10.post2",
-    "weight_version": "0.5.2",
+    "weight_version": "0.5.1.post3",
     "update_weights_from_ipc": "0.5.4.post2",
     "load_lora_adapter_from_tensors": "0.5.8",
     "begin_weight_update": "0.5.21",

@@ -15,9 +15,10 @@ the pickling of the original. So the parent hands ``multiprocessing`` a
 3. leaves a "reached" marker per role, arms :mod:`weightprobe` in schedulers (the engine side
    of ``verify_weights``), runs the hooks registered with :func:`add_child_hook` (scheduler and
    DP-controller roles);
-4. calls the target it was given (for a DP controller, ``mpproxy`` hands over the original
-   wrapped so that the schedulers it starts are hooked too: this module depends on no other
-   module of the launch path).
+4. exits if the process that started it is already gone (SGLang's own parent-death signal is
+   set only once its entry point runs), else calls the target it was given (for a DP
+   controller, ``mpproxy`` hands over the original wrapped so that the schedulers it starts are
+   hooked too: this module depends on no other module of the launch path).
 
 This module imports nothing heavy: a child imports it while unpickling its target.
 """
@@ -210,6 +211,31 @@ def run_hooks(spec: ChildSpec, role: str) -> None:
             raise ChildHookError(message) from exc
 
 
+def _exit_if_orphaned(role: str) -> None:
+    """End this child, before SGLang's entry point runs, if the process that started it is gone.
+
+    SGLang's children tie their life to their parent's (``PR_SET_PDEATHSIG``) in their entry
+    point's first line, which a child reaches only after it has unpickled its target and imported
+    SGLang: seconds after the spawn. A parent killed in between (a Ray actor killed while its
+    engine launches, ROLL stopping an HTTP server that is still starting) leaves a child no
+    signal reaches, which then holds its memory (and GPU) with no owner. Checked just before the
+    entry point, this leaves a window of a few instructions instead of the whole import."""
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.is_alive():
+        return
+    logger.error(
+        "SGLang %s (pid %d): the process that started it (pid %s) is gone; exiting before SGLang's "
+        "entry point runs (it would be left running with no owner).",
+        role,
+        os.getpid(),
+        parent.pid,
+    )
+    logging.shutdown()
+    os._exit(1)
+
+
 def current_child_spec() -> ChildSpec | None:
     return _current_spec
 
@@ -230,6 +256,7 @@ def child_entry(role: str, spec: ChildSpec, target: Callable[..., Any], *args: A
         weightprobe.arm()  # verify_weights: the scheduler answers fingerprint requests
     if role in HOOK_ROLES:
         run_hooks(spec, role)
+    _exit_if_orphaned(role)
     try:
         result = target(*args, **kwargs)
     except BaseException:

@@ -477,6 +477,13 @@ class FacadeBase:
         attempts = self.flush_retries if retries is None else retries
         if abort_pending:
             await self.async_abort()
+        if await self._try_flush(attempts):
+            return True
+        raise TimeoutError(f"flush_cache did not succeed after {attempts + 1} attempts (requests still pending?)")
+
+    async def _try_flush(self, attempts: int) -> bool:
+        """Send flush requests, with backoff, until one succeeds (True) or ``attempts + 1`` failed.
+        The scheduler refuses a flush while requests are queued or in its running batch."""
         delay = 0.05
         for attempt in range(attempts + 1):
             if _success(await self._guarded(self._request("flush_cache", None)))[0]:
@@ -484,7 +491,7 @@ class FacadeBase:
             if attempt < attempts:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        raise TimeoutError(f"flush_cache did not succeed after {attempts + 1} attempts (requests still pending?)")
+        return False
 
     def flush_cache(self, abort_pending: bool = False, retries: int | None = None) -> bool:
         return self._run(self.async_flush_cache(abort_pending, retries))

@@ -164,6 +164,14 @@ class RLFacade(FacadeBase):
         self._check_weight_version(weight_version)
         if load_format is None and self._server_arg("load_format") == "dummy":
             load_format = "auto"  # the engine's own format would be the dummy loader, which reads no files
+        # SGLang's scheduler flushes its cache after the load and asserts that the flush worked
+        # (0.5.2 among others): a request that has just returned may still sit in its running
+        # batch, and the assertion then kills the scheduler. Wait (bounded) until it is idle.
+        if not await self._try_flush(self.flush_retries):
+            logger.warning(
+                "update_weights_from_disk: the engine still has requests running; SGLang's "
+                "scheduler may fail its flush after the load"
+            )
         out = await self._send(
             "update_weights_from_disk", model_path=path, load_format=load_format, weight_version=weight_version
         )

@@ -77,6 +77,15 @@ class FakeTokenizerManager:
     def requests(self, name: str) -> list[Any]:
         return [args[0] for n, args, _ in self.calls if n == name and args]
 
+    @property
+    def _chosen_loop(self) -> Any:
+        """0.5.4.post2 … 0.5.6.post2: upstream's auto_create_handle_loop returns at once when the
+        loop it chose first is the current one (it asserts that they are the same); the fake has
+        no IPC loop, so the current loop is always the chosen one."""
+        import asyncio
+
+        return asyncio.get_event_loop()
+
     def auto_create_handle_loop(self) -> None:
         """The real, patched ``TokenizerManager.auto_create_handle_loop``, on this object (ROLL
         calls it right after creating the engine)."""

@@ -6,8 +6,10 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 DEFAULT_FAKE_VERSION = "0.5.2"
 
@@ -64,6 +66,94 @@ def make_fake_sglang(
     return root
 
 
+def child_env(
+    first: Sequence[Path | str] = (),
+    *,
+    env: Mapping[str, str | None] | None = None,
+    last: Sequence[Path | str] = (),
+) -> dict[str, str]:
+    """This process's environment for a child interpreter: ``first``, the package under test and
+    the inherited ``PYTHONPATH``, then ``last``, on its path; ``env`` entries set (``None``:
+    removed)."""
+    full = dict(os.environ)
+    for name, value in (env or {}).items():
+        if value is None:
+            full.pop(name, None)
+        else:
+            full[name] = value
+    paths = [*map(str, first), str(package_parent()), full.get("PYTHONPATH", ""), *map(str, last)]
+    full["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+    return full
+
+
+def _kill_session(pgid: int) -> list[str]:
+    """SIGKILL every process left in session ``pgid``; their names and pids."""
+    import psutil
+
+    left = []
+    for proc in psutil.process_iter(["name", "status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                left.append(proc)
+        except (OSError, psutil.Error):
+            continue
+    kill_all(left)
+    return [f"{proc.info['name']}({proc.pid})" for proc in left]
+
+
+def kill_all(procs: Sequence[Any]) -> None:
+    """SIGKILL these ``psutil.Process`` objects and wait (10 s at most) until they are gone."""
+    import psutil
+
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
+
+def run_isolated(
+    cmd: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    timeout: float,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` the way every test child that may start SGLang processes runs: in a session
+    of its own, its output going to files, not pipes, and waited for by its exit alone.
+
+    An SGLang child orphaned when a scenario kills a launch (a detokenizer started a moment
+    after the kill) would otherwise keep the captured pipes open and hold the test until its
+    timeout. Whatever is left in the session afterwards is killed and named at the end of
+    ``stderr``; a run past ``timeout`` is killed with its session and returns code -9."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            list(cmd),
+            env=dict(env),
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            cwd=str(cwd) if cwd else None,
+            start_new_session=True,
+        )
+        note = ""
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            note = f"\n[run_isolated: still running after {timeout:.0f} s: killed with its session]"
+            code = -9
+        finally:
+            left = _kill_session(proc.pid)
+            proc.wait()
+        if left:
+            note += f"\n[run_isolated: killed what the run left behind: {', '.join(left)}]"
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(list(cmd), code, out.read(), err.read() + note)
+
+
 def run_python(
     code: str,
     *,
@@ -73,22 +163,9 @@ def run_python(
     cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter with ``prepend`` first on its path."""
-    full_env = dict(os.environ)
-    full_env.pop("SGLANG_ROLL_COMPAT_FORCE_FAMILY", None)
-    if env:
-        full_env.update(env)
-    paths = [str(p) for p in prepend] + [str(package_parent())]
-    if full_env.get("PYTHONPATH"):
-        paths.append(full_env["PYTHONPATH"])
-    full_env["PYTHONPATH"] = os.pathsep.join(paths)
-    return subprocess.run(
-        [sys.executable, "-P", "-c", code],  # -P: the installed package, not the checkout in cwd
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=str(cwd) if cwd else None,
-    )
+    full_env = child_env(prepend, env={"SGLANG_ROLL_COMPAT_FORCE_FAMILY": None, **(env or {})})
+    # -P: the installed package, not the checkout in cwd
+    return run_isolated([sys.executable, "-P", "-c", code], env=full_env, timeout=timeout, cwd=cwd)
 
 
 def run_scenario_script(
@@ -105,16 +182,6 @@ def run_scenario_script(
     entries are set (``None``: removed). The scenario writes its own result file."""
     tests = Path(__file__).resolve().parent
     probe.mkdir(exist_ok=True)
-    full_env = dict(os.environ)
-    full_env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(tests), str(package_parent()), full_env.get("PYTHONPATH", "")])
-    )
-    full_env.update(SRC_PROBE_DIR=str(probe), SGLANG_ROLL_COMPAT_CACHE_DIR=str(cache))
-    for name, value in (env or {}).items():
-        if value is None:
-            full_env.pop(name, None)
-        else:
-            full_env[name] = value
-    return subprocess.run(
-        [sys.executable, str(tests / script), *args], env=full_env, capture_output=True, text=True, timeout=timeout
-    )
+    extra = {"SRC_PROBE_DIR": str(probe), "SGLANG_ROLL_COMPAT_CACHE_DIR": str(cache), **(env or {})}
+    cmd = [sys.executable, str(tests / script), *args]
+    return run_isolated(cmd, env=child_env([tests], env=extra), timeout=timeout)

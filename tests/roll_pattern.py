@@ -29,7 +29,7 @@ FIRST_WITH: dict[str, str] = {
     "UpdateWeightsFromDistributedReqInput.dtypes": "0.4.10.post2",
     "UpdateWeightsFromDistributedReqInput.shapes": "0.4.10.post2",
     "UpdateWeightsFromDistributedReqInput.flush_cache": "0.4.10.post2",
-    "UpdateWeightsFromTensorReqInput.load_format=flattened_bucket": "0.5.2",  # weight_sync.tensor_bucket
+    "UpdateWeightsFromTensorReqInput.load_format=flattened_bucket": "0.5.1.post3",  # weight_sync.tensor_bucket
     "GenerateReqInput.return_routed_experts": "0.5.7",  # ROLL always passes it (router replay)
 }
 

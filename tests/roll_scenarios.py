@@ -24,18 +24,14 @@ HOOKS = ["fp8_standin:rewrite_from_config", "fp8_standin:record"]
 
 def _kill_tree(pid: int) -> list[int]:
     import psutil
+    from helpers import kill_all
 
     try:
         root = psutil.Process(pid)
         procs = [*root.children(recursive=True), root]
     except psutil.Error:
         return []
-    for proc in procs:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(procs, timeout=10)
+    kill_all(procs)
     return [p.pid for p in procs]
 
 

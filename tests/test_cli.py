@@ -8,21 +8,13 @@ import subprocess
 import sys
 
 import pytest
-from helpers import package_parent
+from helpers import child_env, run_isolated
 
 import sglang_roll_compat
 
 
 def _run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_parent()), env.get("PYTHONPATH", "")]))
-    return subprocess.run(
-        [sys.executable, "-P", "-m", "sglang_roll_compat", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
+    return run_isolated([sys.executable, "-P", "-m", "sglang_roll_compat", *args], env=child_env(), timeout=timeout)
 
 
 def test_doctor_json_without_importing_the_engine() -> None:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import package_parent
+from helpers import child_env, run_isolated
 
 REQUIRED = os.environ.get("SGLANG_ROLL_COMPAT_CPU_ENGINE") == "1"
 pytestmark = [
@@ -26,17 +25,10 @@ pytestmark = [
 
 
 def smoke(tmp_path: Path, *args: str) -> dict[str, Any]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_parent()), env.get("PYTHONPATH", "")]))
-    env["SGLANG_ROLL_COMPAT_CACHE_DIR"] = str(tmp_path / "cache")
+    env = child_env(env={"SGLANG_ROLL_COMPAT_CACHE_DIR": str(tmp_path / "cache")})
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-P", "-m", "sglang_roll_compat", "smoke", "--cpu", "--out", str(out), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    cmd = [sys.executable, "-P", "-m", "sglang_roll_compat", "smoke", "--cpu", "--out", str(out), *args]
+    proc = run_isolated(cmd, env=env, timeout=600)
     name = "two-engines.json" if "--two-engines" in args else "smoke.json"
     assert (out / name).exists(), proc.stderr[-4000:]
     result: dict[str, Any] = json.loads((out / name).read_text())
@@ -67,18 +59,13 @@ def test_weights_from_disk_match_the_same_weights_as_tensors_and_read_back(tmp_p
     """A real engine (tests/cpu_weights_probe.py): a safetensors checkpoint the test writes, loaded
     with update_weights_from_disk, generates exactly what a tensor update of the same weights
     generated; get_weights_by_name reads those weights back; the weight version is the one given."""
-    env = dict(os.environ)
     # SGLang's own OPT module imports vllm names at module level: without the import stub (only
     # bound, never called: a call would raise) SGLang falls back to its Transformers wrapper,
     # which has no get_weights_by_name
     vllm_stub = Path(__file__).resolve().parent.parent / "envs" / "stubs" / "vllm"
-    parts = [str(package_parent()), env.get("PYTHONPATH", ""), str(vllm_stub)]
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, parts))
-    env["SGLANG_ROLL_COMPAT_CACHE_DIR"] = str(tmp_path / "cache")
+    env = child_env(env={"SGLANG_ROLL_COMPAT_CACHE_DIR": str(tmp_path / "cache")}, last=[vllm_stub])
     probe = Path(__file__).parent / "cpu_weights_probe.py"
-    proc = subprocess.run(
-        [sys.executable, "-P", str(probe), str(tmp_path)], env=env, capture_output=True, text=True, timeout=600
-    )
+    proc = run_isolated([sys.executable, "-P", str(probe), str(tmp_path)], env=env, timeout=600)
     assert (tmp_path / "probe.json").exists(), proc.stderr[-4000:]
     result = json.loads((tmp_path / "probe.json").read_text())
     assert result["tensor_a"] and result["tensor_b"] != result["tensor_a"], result  # control: weights matter

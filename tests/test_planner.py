@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import package_parent
+from helpers import child_env, run_isolated
 
 from sglang_roll_compat import serverargs
 from sglang_roll_compat.errors import PlanError
@@ -685,15 +684,7 @@ def test_render_shows_the_table_and_the_check_state() -> None:
 
 # -- CLI --------------------------------------------------------------------------------------
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_parent()), env.get("PYTHONPATH", "")]))
-    return subprocess.run(
-        [sys.executable, "-P", "-m", "sglang_roll_compat", "plan", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    return run_isolated([sys.executable, "-P", "-m", "sglang_roll_compat", "plan", *args], env=child_env(), timeout=120)
 
 
 @pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import package_parent
+from helpers import child_env, run_isolated
 
 from sglang_roll_compat import preflight_checks as pf
 from sglang_roll_compat.envpolicy import EnvFacts
@@ -292,16 +291,8 @@ def test_default_sources_run(tmp_path: Path) -> None:
 
 # -- CLI --------------------------------------------------------------------------------------
 def _cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full = dict(os.environ)
-    full.update(env or {})
-    full["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_parent()), full.get("PYTHONPATH", "")]))
-    return subprocess.run(
-        [sys.executable, "-P", "-m", "sglang_roll_compat", "preflight", *args],
-        capture_output=True,
-        text=True,
-        env=full,
-        timeout=120,
-    )
+    cmd = [sys.executable, "-P", "-m", "sglang_roll_compat", "preflight", *args]
+    return run_isolated(cmd, env=child_env(env=env), timeout=120)
 
 
 @pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases

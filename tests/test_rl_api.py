@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,22 @@ def test_update_weights_from_disk(engine: Any, fake: fake_launch.FakeLaunch, tmp
     assert ARGS["load_format"] == "dummy" and req.load_format == "auto"  # the dummy loader reads no files
     engine.update_weights_from_disk(tmp_path, load_format="safetensors")
     assert tm(fake).requests("update_weights_from_disk")[-1].load_format == "safetensors"
+
+
+def test_update_weights_from_disk_waits_for_an_idle_scheduler_first(
+    engine: Any, fake: fake_launch.FakeLaunch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SGLang's scheduler asserts that its flush after the load worked, and a request that has just
+    returned can still sit in its running batch: the CPU engine of 0.5.2 lost its scheduler so.
+    The facade flushes first, retried while the scheduler refuses (bounded)."""
+    tm(fake).fail_flushes = 2
+    assert engine.update_weights_from_disk(str(tmp_path))[0]
+    assert sent(fake)[-4:] == ["flush_cache"] * 3 + ["update_weights_from_disk"]
+    engine.flush_retries, tm(fake).fail_flushes = 1, 100
+    with caplog.at_level(logging.WARNING, logger="sglang_roll_compat"):
+        assert engine.update_weights_from_disk(str(tmp_path))[0]  # upstream decides; the log says why it may fail
+    assert sent(fake)[-3:] == ["flush_cache"] * 2 + ["update_weights_from_disk"]
+    assert "still has requests running" in caplog.text
 
 
 def test_update_weights_from_disk_refuses_bad_input_before_sending(

@@ -147,6 +147,7 @@ def _assert_child_saw_rewrite_and_env(marker: dict[str, Any]) -> None:
 
 @pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 @pytest.mark.launch
+@pytest.mark.timeout(600)  # the scenario's own limit is 480 s: its report, not a stack dump
 def test_fp8_hook_reaches_the_dp_controller_and_its_schedulers(root: Path) -> None:
     result = run_scenario("engine", root)
     assert result["returncode"] == 0, result["stderr"]
@@ -161,6 +162,7 @@ def test_fp8_hook_reaches_the_dp_controller_and_its_schedulers(root: Path) -> No
 
 @pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
 @pytest.mark.launch
+@pytest.mark.timeout(600)  # the scenario's own limit is 480 s: its report, not a stack dump
 def test_roll_http_mode_server_children_get_the_hooks_and_env(root: Path) -> None:
     result = run_scenario("http", root)
     assert result["markers_seen"], result

@@ -5,12 +5,10 @@ session's release on a bare instance, in a fresh interpreter's main thread."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 
 import pytest
-from helpers import package_parent
+from helpers import child_env, run_isolated
 
 pytestmark = pytest.mark.sglang
 
@@ -30,6 +28,7 @@ tm = tm_mod.TokenizerManager.__new__(tm_mod.TokenizerManager)
 tm.event_loop = None
 tm.no_create_loop = False
 tm.asyncio_tasks = set()
+tm._chosen_loop = None  # 0.5.4.post2 ... 0.5.6.post2 set it in __init__, which a bare instance skips
 if hasattr(tm_mod, "SignalHandler"):  # 0.5.8+ set it in __init__, which a bare instance skips
     tm.signal_handler_class = tm_mod.SignalHandler
 
@@ -52,11 +51,7 @@ print(json.dumps({
 
 
 def run(mode: str) -> dict[str, object]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_parent()), env.get("PYTHONPATH", "")]))
-    proc = subprocess.run(
-        [sys.executable, "-P", "-c", SCRIPT, mode], env=env, capture_output=True, text=True, timeout=180
-    )
+    proc = run_isolated([sys.executable, "-P", "-c", SCRIPT, mode], env=child_env(), timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
     return out

@@ -33,20 +33,11 @@ def test_import_refuses_the_real_untested_release() -> None:
 
 
 def test_the_doctor_reports_unsupported_with_exit_code_2() -> None:
-    import subprocess
     import sys
 
-    from helpers import package_parent
+    from helpers import child_env, run_isolated
 
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(package_parent()), env.get("PYTHONPATH", "")])
-    result = subprocess.run(
-        [sys.executable, "-P", "-m", "sglang_roll_compat", "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    result = run_isolated([sys.executable, "-P", "-m", "sglang_roll_compat", "--json"], env=child_env(), timeout=120)
     assert result.returncode == 2, result.stderr
     report = json.loads(result.stdout)
     assert report["verdict"] == "unsupported"

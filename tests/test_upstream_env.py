@@ -4,14 +4,12 @@ on and off the main thread; each scenario runs in its own interpreter (tests/env
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import package_parent
+from helpers import child_env, run_isolated
 
 from sglang_roll_compat import FAMILY
 
@@ -21,18 +19,10 @@ HERE = Path(__file__).parent
 
 def scenario(name: str, tmp_path: Path) -> dict[str, Any]:
     out = tmp_path / f"{name}.json"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_parent()), env.get("PYTHONPATH", "")]))
-    env["SGLANG_ROLL_COMPAT_CACHE_DIR"] = str(tmp_path / "cache")
-    for name_ in ("CUDA_DEVICE_MAX_CONNECTIONS", "NCCL_CUMEM_ENABLE", "NCCL_NVLS_ENABLE", "TRITON_CACHE_MANAGER"):
-        env.pop(name_, None)
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "env_scenarios.py"), name, str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    names = ("CUDA_DEVICE_MAX_CONNECTIONS", "NCCL_CUMEM_ENABLE", "NCCL_NVLS_ENABLE", "TRITON_CACHE_MANAGER")
+    unset: dict[str, str | None] = dict.fromkeys(names)
+    env = child_env(env={"SGLANG_ROLL_COMPAT_CACHE_DIR": str(tmp_path / "cache"), **unset})
+    proc = run_isolated([sys.executable, str(HERE / "env_scenarios.py"), name, str(out)], env=env, timeout=180)
     assert out.exists(), proc.stderr[-3000:]
     result: dict[str, Any] = json.loads(out.read_text())
     result["stderr"] = proc.stderr

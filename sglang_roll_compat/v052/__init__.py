@@ -1,8 +1,9 @@
-"""Patch family for SGLang 0.5.2.
+"""Patch family for SGLang 0.5.1.post3 and 0.5.2.
 
 Module-level ``_launch_subprocesses(server_args, port_args=None)``; children from engine module
 globals; unguarded ``signal.signal(SIGQUIT, …)``; NCCL_CUMEM_ENABLE forced from
-``enable_symm_mem``; CUDA_DEVICE_MAX_CONNECTIONS=4; TRTLLM_ENABLE_PDL=1 unless the user set 0.
+``enable_symm_mem``; CUDA_DEVICE_MAX_CONNECTIONS=4; TRTLLM_ENABLE_PDL=1 unless the user set 0
+(0.5.2; 0.5.1.post3 forces 1, and the env policy puts a user's value back on both).
 """
 
 from ..envpolicy import EnvFacts

@@ -20,7 +20,7 @@ FAMILY = Family(
     env=EnvFacts(
         cuda_device_max_connections="8",
         upstream_sets=frozenset({"CUTE_DSL_LOG_LEVEL", "CUTE_DSL_LOG_TO_CONSOLE"}),  # set when unset (0.5.3+)
-        # TF_CPP_MIN_LOG_LEVEL=3 is forced up to 0.5.4.post2 and gone from 0.5.5
+        # TF_CPP_MIN_LOG_LEVEL=3 is forced up to 0.5.5.post2 (read from the wheels) and gone from 0.5.5.post3
         upstream_sets_by_release=(("0.5.4.post2", frozenset({"TF_CPP_MIN_LOG_LEVEL"})),),
     ),
     launch="module",
