@@ -163,6 +163,15 @@ def rl_capabilities(io: Any, tm_cls: Any) -> dict[str, Capability]:
     }
     for op in ("load_lora_adapter", "unload_lora_adapter", "load_lora_adapter_from_tensors", "update_weights_from_ipc"):
         caps[op] = Capability(NATIVE) if has(op) else Capability(UNSUPPORTED, since(op))
+    caps["verify_weights"] = (
+        Capability(
+            ADAPTED,
+            "fingerprints computed in every scheduler by the shim's child hook, through the "
+            "get_weights_by_name request",
+        )
+        if has("get_weights_by_name")
+        else Capability(UNSUPPORTED, "this release has no get_weights_by_name request")
+    )
     caps["score"] = Capability(NATIVE) if hasattr(tm_cls, "score_request") else Capability(UNSUPPORTED, since("score"))
     if not hasattr(io, "UpdateWeightVersionReqInput"):
         for op in ("get_weight_version", "update_weight_version"):

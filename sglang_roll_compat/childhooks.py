@@ -12,8 +12,9 @@ the pickling of the original. So the parent hands ``multiprocessing`` a
 2. stops the child from sending SIGQUIT to the engine's owner process (upstream's way to make
    the owner kill-tree itself, the trainer included) and writes an error report instead, which
    the owner's watchdog turns into an exception;
-3. leaves a "reached" marker per role, runs the hooks registered with :func:`add_child_hook`
-   (scheduler and DP-controller roles);
+3. leaves a "reached" marker per role, arms :mod:`weightprobe` in schedulers (the engine side
+   of ``verify_weights``), runs the hooks registered with :func:`add_child_hook` (scheduler and
+   DP-controller roles);
 4. exits if the process that started it is already gone (SGLang's own parent-death signal is
    set only once its entry point runs), else calls the target it was given (for a DP
    controller, ``mpproxy`` hands over the original wrapped so that the schedulers it starts are
@@ -38,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _shared
+from . import _shared, weightprobe
 from .errors import ChildHookError
 
 logger = logging.getLogger(__name__)
@@ -251,6 +252,8 @@ def child_entry(role: str, spec: ChildSpec, target: Callable[..., Any], *args: A
     logging.getLogger().addHandler(_recent_errors)
     _intercept_sigquit(spec, role)
     _mark_reached(spec, role)
+    if role == "scheduler":
+        weightprobe.arm()  # verify_weights: the scheduler answers fingerprint requests
     if role in HOOK_ROLES:
         run_hooks(spec, role)
     _exit_if_orphaned(role)

@@ -14,14 +14,17 @@ names are data (:data:`FIRST_RELEASE`, read from the wheels of every supported r
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import importlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from . import weightprobe, weightsync
 from .capabilities import ADAPTED, NATIVE, RL_REQUESTS, _fields, since
-from .facade import REQUESTS, FacadeBase, _success
+from .facade import REQUESTS, FacadeBase, _check_named_tensors, _success
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +222,116 @@ class RLFacade(FacadeBase):
 
     def get_weights_by_name(self, name: str, truncate_size: int = 100) -> Any:
         return self._run(self.async_get_weights_by_name(name, truncate_size))
+
+    # -- verifying the engine's weights ---------------------------------------------------------
+    async def async_verify_weights(self, named_tensors: Sequence[tuple[str, Any]]) -> weightsync.WeightReport:
+        """Prove that the engine holds exactly ``named_tensors`` (Hugging Face names): every
+        scheduler fingerprints its own slice of each parameter where it lives (two 64-bit checksums
+        of the raw bytes, computed on the weights' own device) and only those fingerprints travel back; a name
+        whose bytes differ is fetched and reported with its largest absolute difference. See
+        :class:`weightsync.WeightReport` for what the report holds."""
+        tensors = _check_named_tensors(named_tensors)
+        self._require("verify_weights")
+        pp = self._server_arg("pp_size")
+        if pp is not None and int(pp) > 1:
+            raise NotImplementedError("verify_weights does not cover pipeline parallelism (pp_size > 1) yet")
+        layout = await self._weight_layout()
+        params = layout[0]["params"]
+        fused = layout[0].get("fused", {})
+        matched: list[str] = []
+        mismatched: list[weightsync.Mismatch] = []
+        unknown: list[weightsync.UnknownName] = []
+        known_hf = weightsync.hf_names(list(params), fused)
+        covered: set[str] = set()
+        todo: list[tuple[str, Any, str, list[weightsync.Shard], str]] = []  # name, tensor, param, shards, dtype
+        for name, tensor in tensors:
+            target, part = (name, None) if name in params else weightsync.engine_name(name)
+            if target not in params and name == weightsync.TIED[0] and weightsync.TIED[1] in params:
+                target, part = weightsync.TIED[1], None  # tied embeddings: the engine keeps one copy
+            if target not in params:
+                unknown.append(weightsync.UnknownName(name, weightsync.suggestions(name, known_hf)))
+                continue
+            covered.add(name if target == name or part is not None else target)
+            try:
+                if part is not None and target not in fused:
+                    raise ValueError(f"{target} is not a fused parameter this release describes")
+                rank_shards = weightsync.shards(
+                    list(tensor.shape), [r["params"][target][0] for r in layout], part, fused.get(target)
+                )
+                weightsync.segment(target, rank_shards)
+            except ValueError as exc:
+                mismatched.append(weightsync.Mismatch(name, None, f"not comparable: {exc}"))
+                continue
+            todo.append((name, tensor, target, rank_shards, str(params[target][1])))
+        if todo:
+            matched, more = await self._compare_fingerprints(todo)
+            mismatched.extend(more)
+        missing = tuple(n for n in known_hf if n not in covered)
+        report = weightsync.WeightReport(tuple(matched), tuple(mismatched), missing, tuple(unknown))
+        (logger.info if report.ok else logger.warning)("%s", report)
+        return report
+
+    def verify_weights(self, named_tensors: Sequence[tuple[str, Any]]) -> weightsync.WeightReport:
+        return self._run(self.async_verify_weights(named_tensors))
+
+    async def _weight_probe(self, payload: dict[str, Any]) -> list[list[dict[str, Any]]]:
+        """One reserved get_weights_by_name request; per data-parallel replica, every TP rank's answer."""
+        out = await self._send("get_weights_by_name", name=weightprobe.request_name(payload), truncate_size=1)
+        replicas = _probe_replicas(out)
+        if replicas is None:
+            version = getattr(importlib.import_module("sglang"), "__version__", "?")
+            raise NotImplementedError(
+                f"verify_weights: the schedulers of this engine (SGLang {version}) did not answer the "
+                f"fingerprint request (answer: {str(out)[:120]!r}); it needs the shim's scheduler hook, which "
+                "engines launched by sglang_roll_compat (Engine, ServerEngine, the ROLL patch) have"
+            )
+        for ranks in replicas:
+            for answer in ranks:
+                if "error" in answer:
+                    raise RuntimeError(f"verify_weights: TP rank {answer.get('rank')} failed: {answer['error']}")
+        return replicas
+
+    async def _weight_layout(self) -> list[dict[str, Any]]:
+        """Every TP rank's parameters (local shapes, dtypes, fused parts): asked once per engine."""
+        cached: list[dict[str, Any]] | None = getattr(self, "_weights_layout", None)
+        if cached is None:
+            cached = (await self._weight_probe({"op": "describe"}))[0]
+            self._weights_layout = cached
+        return cached
+
+    async def _compare_fingerprints(
+        self, todo: list[tuple[str, Any, str, list[weightsync.Shard], str]]
+    ) -> tuple[list[str], list[weightsync.Mismatch]]:
+        segments = [weightsync.segment(target, rank_shards) for _, _, target, rank_shards, _ in todo]
+        # the expected fingerprints are computed here while the schedulers compute theirs
+        expected_job = asyncio.get_running_loop().run_in_executor(None, _expected_fingerprints, todo)
+        try:
+            replicas = await self._weight_probe({"op": "fingerprint", "segments": segments})
+        except BaseException:
+            expected_job.cancel()
+            raise
+        expected = await expected_job
+        matched: list[str] = []
+        differ: list[tuple[int, str]] = []  # (index into todo, reason)
+        for i, (name, _tensor, _target, rank_shards, _dtype) in enumerate(todo):
+            reason = _first_difference(rank_shards, expected[i], [ranks for ranks in replicas], i)
+            if reason:
+                differ.append((i, reason))
+            else:
+                matched.append(name)
+        mismatched: list[weightsync.Mismatch] = []
+        if differ:
+            fetch = [segments[i] for i, _ in differ]
+            fetched = await self._weight_probe({"op": "fetch", "segments": fetch})
+            for j, (i, reason) in enumerate(differ):
+                name, tensor, _target, rank_shards, dtype = todo[i]
+                worst: float | None = 0.0
+                for ranks in fetched:
+                    values = [ranks[s.rank]["values"][j] for s in rank_shards]
+                    diff = weightsync.max_abs_diff(tensor, rank_shards, values, dtype)
+                    worst = None if diff is None or worst is None else max(worst, diff)
+                mismatched.append(weightsync.Mismatch(name, worst, reason))
+        return matched, mismatched
 
     # -- weight versions ----------------------------------------------------------------------
     async def async_get_weight_version(self) -> str | None:
@@ -538,14 +651,66 @@ class RLFacade(FacadeBase):
         return self._run(self.async_score(*args, **kwargs))
 
 
+def _expected_fingerprints(
+    todo: Sequence[tuple[str, Any, str, list[weightsync.Shard], str]],
+) -> list[dict[int, dict[str, Any]]]:
+    """Per tensor, per rank holding a slice of it, the fingerprint that rank must report."""
+    out = []
+    for _name, tensor, _target, rank_shards, dtype in todo:
+        out.append(
+            {s.rank: weightsync.expected_fingerprint(tensor, s, dtype) for s in rank_shards if s.length or s.dim < 0}
+        )
+    return out
+
+
+def _first_difference(
+    rank_shards: Sequence[weightsync.Shard],
+    expected: Mapping[int, dict[str, Any]],
+    replicas: Sequence[Sequence[Mapping[str, Any]]],
+    index: int,
+) -> str:
+    """Why the ranks' fingerprints of tensor ``index`` differ from ``expected`` ("" when they agree)."""
+    for shard in rank_shards:
+        want = expected.get(shard.rank)
+        if want is None:
+            continue
+        for replica, ranks in enumerate(replicas):
+            got = ranks[shard.rank]["fingerprints"][index]
+            where = f"TP rank {shard.rank}" + (f" of DP replica {replica}" if len(replicas) > 1 else "")
+            if got is None:
+                return f"{where} holds no such slice"
+            if got["shape"] != want["shape"] or got["dtype"] != want["dtype"]:
+                return f"{where} holds {got['dtype']}{got['shape']}, expected {want['dtype']}{want['shape']}"
+            if got["word_sum"] != want["word_sum"] or got["weighted_sum"] != want["weighted_sum"]:
+                return f"bytes differ on {where}"
+    return ""
+
+
+def _probe_replicas(out: Any) -> list[list[dict[str, Any]]] | None:
+    """The scheduler hook's answer (one per data-parallel replica) as lists of rank answers;
+    None when the answer is not the hook's (upstream's own read-out, or nothing)."""
+    answer = weightprobe.decode(out)
+    if answer is not None:
+        if answer.get("sglang_roll_compat") == weightprobe.PROTOCOL and isinstance(answer.get("ranks"), list):
+            return [answer["ranks"]]
+        return None
+    if isinstance(out, list) and out and all(isinstance(o, list) for o in out):  # dp_size > 1
+        replicas = []
+        for o in out:
+            one = _probe_replicas(o)
+            if one is None:
+                return None
+            replicas.extend(one)
+        return replicas
+    return None
+
+
 def _check_load_format(load_format: str | None) -> None:
     """``load_format`` checked against the installed release's ``LoadFormat`` values."""
     if load_format is None:
         return
     if not isinstance(load_format, str):
         raise TypeError(f"load_format must be a string, got {load_format!r}")
-    import importlib
-
     try:
         formats = [f.value for f in importlib.import_module("sglang.srt.configs.load_config").LoadFormat]
     except (ImportError, AttributeError):

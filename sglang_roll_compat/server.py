@@ -59,6 +59,7 @@ _ENDPOINTS: dict[str, str | None] = {
     "shutdown": None,
     "score": "/v1/score",
     "get_weight_version": None,  # /get_weight_version, or /model_info where the release has no such route
+    "verify_weights": "/get_weights_by_name",  # the reserved request rides on it
 }
 # a route decorator of the server's FastAPI app: @app.get("/x"), @app.post("/x"), and
 # @app.api_route("/x", methods=[...]) with the path on the same line or on the next ones

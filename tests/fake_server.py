@@ -25,7 +25,21 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from sglang_roll_compat import weightprobe
 from sglang_roll_compat.server import server_routes
+
+_WEIGHTS: list[Any] = []  # one TP rank of tests/weights_reference.py's model, built on first use
+
+
+def _weights_answer(name: str) -> Any:
+    """The answer of an engine holding tests/weights_reference.py's model (seed 0, tp 1)."""
+    if not _WEIGHTS:
+        import weights_reference
+
+        _WEIGHTS.append(weights_reference.rank_model(weights_reference.hf_tensors(seed=0), 0, 1))
+    params, modules = _WEIGHTS[0]
+    return weightprobe.answer(params, modules, name, 0, 1)
+
 
 REQUESTS = {
     "/generate": "GenerateReqInput",
@@ -196,7 +210,9 @@ def main() -> None:
                 state["weight_version"] = body["weight_version"]
             if self.path == "/update_weight_version":
                 state["weight_version"] = body["new_version"]
-            if self.path == "/get_weights_by_name":
+            if self.path == "/get_weights_by_name" and body["name"].startswith(weightprobe.PREFIX):
+                self._json(200, _weights_answer(body["name"]))  # what the shim's scheduler hook answers
+            elif self.path == "/get_weights_by_name":
                 self._json(200, [[0.5, 1.5]][: body.get("truncate_size", 100)])
             elif self.path == "/open_session":
                 self._json(200, body.get("session_id") or "fake-session-1")

@@ -106,3 +106,21 @@ def test_an_adapter_server_someone_else_started_is_not_checked(server: ServerEng
         assert other.lora_adapters is None  # its adapters are not known here: the server decides
     finally:
         other.shutdown()
+
+
+@pytest.mark.slow  # starts processes that import SGLang: CI runs it on its full-suite releases
+def test_verify_weights_over_http(server: ServerEngine, shared_dir: Path) -> None:
+    """The same fingerprints and fetched slices as JSON: CPU tensors are fine here (nothing but
+    fingerprints is sent)."""
+    import weights_reference as ref
+
+    assert server.capabilities()["verify_weights"]["support"] == "adapted"
+    hf = ref.hf_tensors(seed=0)
+    report = server.verify_weights(list(hf.items()))
+    assert report.complete, str(report)
+    name = "model.layers.0.mlp.up_proj.weight"
+    wrong = {**hf, name: hf[name] * 0.5}
+    report = server.verify_weights(list(wrong.items()))
+    assert [m.name for m in report.mismatched] == [name]
+    assert report.mismatched[0].max_abs_diff == pytest.approx(float(hf[name].abs().max() * 0.5), rel=0.02)
+    assert all(b["name"].startswith("__sglang_roll_compat") for b in bodies(shared_dir, "/get_weights_by_name")[-3:])
