@@ -252,18 +252,11 @@ def answer_rank(
             if rows is not None and len(rows) > 1:
                 fused[name] = rows
         return {"rank": rank, "params": shapes, "fused": fused}
-    if op == "fingerprint":
-        out = []
-        for seg in payload["segments"]:
-            part = _segment(params, seg, rank)
-            out.append(None if part is None else fingerprint(part))
-        return {"rank": rank, "fingerprints": out}
-    if op == "fetch":
-        values = []
-        for seg in payload["segments"]:
-            part = _segment(params, seg, rank)
-            values.append(None if part is None else pack(part))
-        return {"rank": rank, "values": values}
+    per_segment = {"fingerprint": ("fingerprints", fingerprint), "fetch": ("values", pack)}
+    if op in per_segment:
+        key, func = per_segment[op]
+        parts = (_segment(params, seg, rank) for seg in payload["segments"])
+        return {"rank": rank, key: [None if part is None else func(part) for part in parts]}
     raise ValueError(f"unknown verify_weights op {op!r}")
 
 
