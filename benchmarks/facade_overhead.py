@@ -68,6 +68,7 @@ def _load_test_module(name: str) -> ModuleType:
     if spec is None or spec.loader is None:
         raise ImportError(f"tests/{name}.py not found")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses (fake_launch has some) look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -208,7 +209,7 @@ def cases(engine: Any, tm: Any) -> list[Case]:
                 lambda: up.update_weights_from_tensor(named),
                 lambda: engine.update_weights_from_tensor(named),
                 target=False,
-                note="different work: the facade sends one flattened bucket per dtype, upstream pickles "
+                note="different work: the facade sends flattened buckets (one per dtype here), upstream pickles "
                 "each tensor; CPU shared memory here, CUDA IPC on a GPU",
             )
         )

@@ -94,9 +94,12 @@ def capabilities() -> dict[str, Capability]:
     tm_cls = importlib.import_module("sglang.srt.managers.tokenizer_manager").TokenizerManager
     caps: dict[str, Capability] = {"generate": Capability(NATIVE), "get_server_info": Capability(NATIVE)}
     caps["update_weights_from_tensor"] = (
-        Capability(ADAPTED, "sent as one flattened bucket per dtype")
+        Capability(ADAPTED, "sent as flattened buckets (bucket_bytes, one dtype each), pipelined")
         if _flattened_bucket() is not None
-        else Capability(NATIVE, "per-tensor IPC handles (no flattened-bucket format in this release)")
+        else Capability(
+            NATIVE,
+            "per-tensor IPC handles in requests of at most bucket_bytes (no flattened-bucket format in this release)",
+        )
     )
     dist_fields = _fields(io.UpdateWeightsFromDistributedReqInput)
     caps["update_weights_from_distributed"] = (

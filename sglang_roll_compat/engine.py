@@ -17,12 +17,13 @@ from typing import Any
 
 from . import launch, serverargs
 from .capabilities import NATIVE, Capability, _fields, _params, capabilities
-from .facade import ENGINE_MODULE, REQUESTS, MemoryMeter, _check_rids, nvidia_smi_meter
+from .facade import ENGINE_MODULE, REQUESTS, MemoryMeter, _check_rids
 from .facade_rl import RLFacade
+from .memmeter import default_meter, nvidia_smi_meter, nvml_meter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Capability", "Engine", "capabilities", "nvidia_smi_meter"]
+__all__ = ["Capability", "Engine", "capabilities", "default_meter", "nvidia_smi_meter", "nvml_meter"]
 
 
 class Engine(RLFacade):

@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
+from . import memmeter, weightbuckets
 from .capabilities import (
     IO_STRUCT,
     NATIVE,
@@ -42,33 +43,6 @@ ENGINE_MODULE = "sglang.srt.entrypoints.engine"
 ALL_TAGS = ("weights", "kv_cache", "cuda_graph")
 
 MemoryMeter = Callable[[Sequence[int]], "int | None"]
-
-
-# -- the default memory meter ---------------------------------------------------------------
-def nvidia_smi_meter(pids: Sequence[int]) -> int | None:
-    """GPU memory (bytes) held by ``pids`` according to nvidia-smi; None when it is unavailable."""
-    import shutil
-    import subprocess
-
-    if shutil.which("nvidia-smi") is None:
-        return None
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    wanted = set(pids)
-    total = 0
-    for line in out.splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) == 2 and parts[0].isdigit() and int(parts[0]) in wanted and parts[1].isdigit():
-            total += int(parts[1]) * 1024 * 1024
-    return total
 
 
 # -- the shared facade --------------------------------------------------------------------
@@ -116,7 +90,7 @@ class FacadeBase:
     _death: DeathSource | None
 
     def _setup(self, memory_meter: MemoryMeter | None, loop: asyncio.AbstractEventLoop | None) -> None:
-        self._meter = memory_meter or nvidia_smi_meter
+        self._meter = memory_meter or memmeter.default_meter
         self._caps = capabilities()
         self._io = importlib.import_module(IO_STRUCT)
         self._closed = False
@@ -271,33 +245,71 @@ class FacadeBase:
 
     # -- weights ------------------------------------------------------------------------------
     async def async_update_weights_from_tensor(
-        self, named_tensors: Sequence[tuple[str, Any]], load_format: str | None = None, flush_cache: bool = True
+        self,
+        named_tensors: Sequence[tuple[str, Any]],
+        load_format: str | None = None,
+        flush_cache: bool = True,
+        bucket_bytes: int | None = None,
     ) -> tuple[bool, str]:
-        """Load ``(name, tensor)`` pairs into the engine (Hugging Face parameter names)."""
+        """Load ``(name, tensor)`` pairs into the engine (Hugging Face parameter names).
+
+        The pairs travel in requests of at most ``bucket_bytes`` bytes each (default
+        :data:`weightbuckets.DEFAULT_BUCKET_BYTES`; a larger tensor travels alone), as
+        flattened buckets where the release has them, and the next request is prepared while
+        the engine loads the current one; the cache is flushed once, after the last. With an
+        explicit ``load_format`` the pairs go to upstream as given, in one request."""
         tensors = _check_named_tensors(named_tensors)
         self._check_tensor_devices(tensors)
-        bucket_cls = _flattened_bucket() if load_format is None else None
-        if bucket_cls is None:
-            batches: list[tuple[Any, str | None]] = [(tensors, load_format)]
-        else:
-            batches = []
-            for group in _group_by_dtype(tensors):
-                bucket = bucket_cls(named_tensors=group)
-                payload = {"flattened_tensor": bucket.get_flattened_tensor(), "metadata": bucket.get_metadata()}
-                batches.append((payload, "flattened_bucket"))
-        result: tuple[bool, str] = (True, "no tensors")
-        for i, (payload, fmt) in enumerate(batches):
-            serialized = self._serialize(payload)
-            out = await self._send(
-                "update_weights_from_tensor",
-                serialized_named_tensors=[serialized for _ in range(self._tp_size())],
-                load_format=fmt,
-                flush_cache=flush_cache and i == len(batches) - 1,
-            )
-            result = _success(out)
-            if not result[0]:
-                return result
-        return result
+        if load_format is not None:
+            if bucket_bytes is not None:
+                raise ValueError(
+                    "bucket_bytes applies to the default format only, not to load_format=" + repr(load_format)
+                )
+            return _success(await self._send_tensor_request(tensors, load_format, flush_cache))
+        buckets = weightbuckets.plan(tensors, weightbuckets.check_bucket_bytes(bucket_bytes))
+        bucket_cls = _flattened_bucket()
+        try:
+            return await self._send_buckets(buckets, bucket_cls, flush_cache)
+        finally:
+            weightbuckets.release_ipc_memory(tensors)
+
+    async def _send_buckets(
+        self, buckets: list[list[tuple[str, Any]]], bucket_cls: Any, flush_cache: bool
+    ) -> tuple[bool, str]:
+        """Send ``buckets`` in order, one request in flight, the next one built meanwhile; stop
+        at the first failure. Each payload stays referenced until its request has returned."""
+        last = len(buckets) - 1
+        pending: asyncio.Task[Any] | None = None
+        try:
+            for i, bucket in enumerate(buckets):
+                payload: Any
+                fmt: str | None
+                if bucket_cls is None:
+                    payload, fmt = bucket, None
+                else:
+                    payload, fmt = weightbuckets.flatten(bucket_cls, bucket), "flattened_bucket"
+                if pending is not None:
+                    result = _success(await pending)
+                    pending = None
+                    if not result[0]:
+                        return result
+                if i == last:
+                    return _success(await self._send_tensor_request(payload, fmt, flush_cache))
+                pending = asyncio.ensure_future(self._send_tensor_request(payload, fmt, False))
+                await asyncio.sleep(0)  # let it reach the engine before the next bucket is built
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+        return True, "no tensors"
+
+    async def _send_tensor_request(self, payload: Any, load_format: str | None, flush_cache: bool) -> Any:
+        serialized = self._serialize(payload)
+        return await self._send(
+            "update_weights_from_tensor",
+            serialized_named_tensors=[serialized for _ in range(self._tp_size())],
+            load_format=load_format,
+            flush_cache=flush_cache,
+        )
 
     def _check_tensor_devices(self, tensors: list[tuple[str, Any]]) -> None:
         """CUDA tensors travel as CUDA IPC handles and each scheduler loads them on its own GPU:
@@ -442,7 +454,7 @@ class FacadeBase:
         if before is None:
             return None  # no meter here (CPU, no nvidia-smi): nothing to verify against
         deadline = time.monotonic() + self.release_timeout
-        previous, delay = None, 0.05
+        previous, delay = None, 0.005  # NVML reads in ~0.1 ms: poll fast, back off to 1 s
         while True:
             current = self._meter(pids)
             if current is not None and current < before and current == previous:
@@ -592,13 +604,6 @@ def _check_named_tensors(named_tensors: Sequence[tuple[str, Any]]) -> list[tuple
     if not out:
         raise ValueError("named_tensors is empty")
     return out
-
-
-def _group_by_dtype(tensors: list[tuple[str, Any]]) -> list[list[tuple[str, Any]]]:
-    groups: dict[Any, list[tuple[str, Any]]] = {}
-    for name, tensor in tensors:
-        groups.setdefault((tensor.dtype, tensor.device), []).append((name, tensor))
-    return list(groups.values())
 
 
 def _dtype_name(dtype: Any) -> str:

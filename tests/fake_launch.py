@@ -56,6 +56,7 @@ class FakeTokenizerManager:
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         self.rid_to_state: dict[str, Any] = {}
         self.fail_flushes = 0
+        self.tensor_update_results: list[tuple[bool, str]] = []  # answers of the next tensor updates
         self.block: Any = None  # an asyncio.Event-like to await before answering
         self.max_req_input_len = None
         self.startup_time = 0.0  # read by get_server_info from 0.5.22
@@ -159,6 +160,8 @@ class FakeTokenizerManager:
         self._enter()
         self.record("update_weights_from_tensor", obj)
         await self._maybe_block()
+        if self.tensor_update_results:
+            return self.tensor_update_results.pop(0)
         self._versioned(obj)
         return True, "Success"
 

@@ -115,6 +115,91 @@ def test_update_weights_from_tensor(engine: Any, fake: fake_launch.FakeLaunch) -
         assert torch.equal(rebuilt[name], tensor) and rebuilt[name].dtype == tensor.dtype
 
 
+def _sent_names(engine: Any, reqs: list[Any]) -> list[list[tuple[str, Any]]]:
+    """Per request: the (name, tensor) pairs it carried, flattened bucket or per-tensor list."""
+    out = []
+    for r in reqs:
+        payload = _decode(r.serialized_named_tensors[0])
+        if r.load_format == "flattened_bucket":
+            from sglang.srt.weight_sync.tensor_bucket import FlattenedTensorBucket
+
+            bucket = FlattenedTensorBucket(flattened_tensor=payload["flattened_tensor"], metadata=payload["metadata"])
+            out.append(list(bucket.reconstruct_tensors()))
+        else:
+            out.append(list(payload))
+    return out
+
+
+MiB = 1 << 20
+
+
+def _half_mib_tensors(n: int) -> list[tuple[str, Any]]:
+    return [
+        (f"model.layers.{i}.mlp.down_proj.weight", torch.full((MiB // 4,), float(i), dtype=torch.bfloat16))
+        for i in range(n)
+    ]
+
+
+def test_update_weights_from_tensor_sends_buckets_of_at_most_bucket_bytes(
+    engine: Any, fake: fake_launch.FakeLaunch
+) -> None:
+    named = _half_mib_tensors(5)  # 512 KiB each: two per 1 MiB bucket
+    assert engine.update_weights_from_tensor(named, bucket_bytes=MiB) == (True, "Success")
+    reqs = tm(fake).requests("update_weights_from_tensor")
+    fmt = "flattened_bucket" if caps(engine)["update_weights_from_tensor"] == "adapted" else None
+    assert [r.load_format for r in reqs] == [fmt] * 3
+    assert [r.flush_cache for r in reqs] == [False, False, True]  # one flush, after the last
+    sent = _sent_names(engine, reqs)
+    assert [[n for n, _ in b] for b in sent] == [[n for n, _ in named[i : i + 2]] for i in (0, 2, 4)]
+    given = dict(named)
+    for bucket in sent:
+        for name, tensor in bucket:
+            assert torch.equal(tensor, given[name])
+
+
+def test_update_weights_from_tensor_stops_at_the_first_failed_bucket(engine: Any, fake: fake_launch.FakeLaunch) -> None:
+    tm(fake).tensor_update_results = [(True, "Success"), (False, "bucket 2 refused")]
+    assert engine.update_weights_from_tensor(_half_mib_tensors(6), bucket_bytes=MiB) == (False, "bucket 2 refused")
+    assert len(tm(fake).requests("update_weights_from_tensor")) == 2  # the third was never sent
+
+
+def test_update_weights_from_tensor_builds_the_next_bucket_while_one_is_in_flight(
+    engine: Any, fake: fake_launch.FakeLaunch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if caps(engine)["update_weights_from_tensor"] != "adapted":
+        pytest.skip("no flattened buckets in this release: nothing is built ahead")
+    from sglang_roll_compat import weightbuckets
+
+    events: list[str] = []
+    real_flatten = weightbuckets.flatten
+
+    def flatten(bucket_cls: Any, bucket: list[tuple[str, Any]]) -> Any:
+        events.append(f"built {bucket[0][0].split('.')[2]}")
+        return real_flatten(bucket_cls, bucket)
+
+    class Gate:
+        async def wait(self) -> None:
+            n = len(tm(fake).requests("update_weights_from_tensor")) - 1
+            await asyncio.sleep(0.05)  # the engine loading the bucket
+            events.append(f"answered {n}")
+
+    monkeypatch.setattr(weightbuckets, "flatten", flatten)
+    tm(fake).block = Gate()
+    named = _half_mib_tensors(6)  # three buckets: layers 0-1, 2-3, 4-5
+    assert engine.update_weights_from_tensor(named, bucket_bytes=MiB) == (True, "Success")
+    assert events == ["built 0", "built 2", "answered 0", "built 4", "answered 1", "answered 2"]
+
+
+def test_bucket_bytes_is_checked_before_anything_is_sent(engine: Any, fake: fake_launch.FakeLaunch) -> None:
+    named = _half_mib_tensors(2)
+    for bad, error in [(0, ValueError), (1000, ValueError), ("1MiB", TypeError), (True, TypeError)]:
+        with pytest.raises(error, match="bucket_bytes"):
+            engine.update_weights_from_tensor(named, bucket_bytes=bad)
+    with pytest.raises(ValueError, match="bucket_bytes applies to the default format only"):
+        engine.update_weights_from_tensor(named, load_format="direct", bucket_bytes=MiB)
+    assert tm(fake).requests("update_weights_from_tensor") == []
+
+
 def test_update_weights_from_tensor_rejects_bad_input(engine: Any, fake: fake_launch.FakeLaunch) -> None:
     t = torch.zeros(1)
     for bad, error in [
