@@ -654,12 +654,21 @@ class RLFacade(FacadeBase):
 def _expected_fingerprints(
     todo: Sequence[tuple[str, Any, str, list[weightsync.Shard], str]],
 ) -> list[dict[int, dict[str, Any]]]:
-    """Per tensor, per rank holding a slice of it, the fingerprint that rank must report."""
-    out = []
-    for _name, tensor, _target, rank_shards, dtype in todo:
-        out.append(
-            {s.rank: weightsync.expected_fingerprint(tensor, s, dtype) for s in rank_shards if s.length or s.dim < 0}
-        )
+    """Per tensor, per rank holding a slice of it, the fingerprint that rank must report (one
+    device read for all of them: :func:`weightprobe.fingerprints`)."""
+    keys = [
+        (i, s.rank) for i, (_n, _t, _target, shards, _d) in enumerate(todo) for s in shards if s.length or s.dim < 0
+    ]
+    slices = (
+        weightsync.expected_slice(tensor, s, dtype)
+        for _n, tensor, _target, shards, dtype in todo
+        for s in shards
+        if s.length or s.dim < 0
+    )
+    out: list[dict[int, dict[str, Any]]] = [{} for _ in todo]
+    for (i, rank), fp in zip(keys, weightprobe.fingerprints(slices), strict=True):
+        assert fp is not None
+        out[i][rank] = fp
     return out
 
 

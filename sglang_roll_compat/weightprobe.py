@@ -31,7 +31,7 @@ import base64
 import functools
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,8 @@ def _raw_bytes(tensor: Any) -> Any:
 
 
 def _words(raw: Any) -> tuple[Any, int]:
-    """The bytes as little-endian int64 words, and the 0-7 bytes left over as one integer."""
+    """The bytes as little-endian int64 words, and the 0-7 bytes left over as one integer (read
+    to the host only when there are any: a device tensor costs no sync here otherwise)."""
     import torch
 
     whole = raw.numel() // 8 * 8
@@ -91,6 +92,8 @@ def _words(raw: Any) -> tuple[Any, int]:
         words = head.view(torch.int64)
     except RuntimeError:  # not 8-byte aligned in its storage
         words = head.clone().view(torch.int64)
+    if whole == raw.numel():
+        return words, 0
     tail = int.from_bytes(bytes(raw[whole:].cpu().numpy().tobytes()), "little")
     return words, tail
 
@@ -105,15 +108,18 @@ class _Host:
         self.np = np
         self.words = words.numpy().view(np.uint64)
 
+    def zero(self) -> Any:
+        return 0
+
     def sum(self, a: Any, axis: int | None = None) -> Any:
         return a.sum(axis=axis, dtype=self.np.uint64)
 
     def rows(self, full: int) -> Any:
         return self.words[:full].reshape(-1, ROW)
 
-    def dot(self, a: Any, weights: Any) -> int:
+    def dot(self, a: Any, n: int, salt: int) -> int:
         with self.np.errstate(over="ignore"):
-            return int((a * weights).sum(dtype=self.np.uint64))
+            return int((a * _weights(n, salt)).sum(dtype=self.np.uint64))
 
     def rest(self, full: int) -> Any:
         return self.words[full:]
@@ -122,14 +128,28 @@ class _Host:
         return int(a)
 
 
+@functools.lru_cache(maxsize=256)
+def _device_weights(n: int, salt: int, device: Any) -> Any:
+    """:func:`_weights` as an int64 tensor on ``device``, kept: the same few sizes recur for every
+    tensor of a model (one host-to-device copy each, not one per tensor)."""
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(_weights(n, salt).view(np.int64)).to(device)
+
+
 class _Device:
-    """The same reductions with torch on the tensor's device (int64 wraps like uint64)."""
+    """The same reductions with torch on the tensor's device (int64 wraps like uint64). Results
+    stay 0-d device tensors: nothing waits for the device until :func:`fingerprints` reads them
+    all at once."""
 
     def __init__(self, words: Any) -> None:
-        import numpy as np
         import torch
 
-        self.np, self.torch, self.words = np, torch, words
+        self.torch, self.words = torch, words
+
+    def zero(self) -> Any:
+        return self.torch.zeros((), dtype=self.torch.int64, device=self.words.device)
 
     def sum(self, a: Any, axis: int | None = None) -> Any:
         return a.sum() if axis is None else a.sum(axis)
@@ -137,15 +157,42 @@ class _Device:
     def rows(self, full: int) -> Any:
         return self.words[:full].view(-1, ROW)
 
-    def dot(self, a: Any, weights: Any) -> int:
-        w = self.torch.from_numpy(weights.view(self.np.int64)).to(a.device)
-        return int((a * w).sum()) & WORD_MASK
+    def dot(self, a: Any, n: int, salt: int) -> Any:
+        return (a * _device_weights(n, salt, a.device)).sum()
 
     def rest(self, full: int) -> Any:
         return self.words[full:]
 
-    def scalar(self, a: Any) -> int:
-        return int(a) & WORD_MASK
+    def scalar(self, a: Any) -> Any:
+        return a
+
+
+def _partial_sums(raw: Any, ops_class: type[_Host] | type[_Device] | None = None) -> tuple[Any, Any, int]:
+    """The two checksums before the tail is added: ints on the host, 0-d int64 tensors on a
+    device (see :func:`checksums`), and the tail."""
+    words, tail = _words(raw)
+    if ops_class is None:
+        ops_class = _Host if words.device.type == "cpu" else _Device
+    ops = ops_class(words)
+    n = words.numel()
+    full = n // ROW * ROW
+    plain = ops.zero()
+    weighted = ops.zero()
+    if full:
+        rows = ops.rows(full)
+        row_sums = ops.sum(rows, 1)
+        plain = plain + ops.scalar(ops.sum(row_sums))
+        weighted = weighted + ops.dot(row_sums, full // ROW, 1)
+        weighted = weighted + ops.dot(ops.sum(rows, 0), ROW, 2)
+    if n > full:
+        rest = ops.rest(full)
+        plain = plain + ops.scalar(ops.sum(rest))
+        weighted = weighted + ops.dot(rest, n - full, 3)
+    return plain, weighted, tail
+
+
+def _finish(plain: int, weighted: int, tail: int) -> tuple[int, int]:
+    return (plain + tail) & WORD_MASK, (weighted + tail * _MIX[0]) & WORD_MASK
 
 
 def checksums(raw: Any, ops_class: type[_Host] | type[_Device] | None = None) -> tuple[int, int]:
@@ -154,26 +201,17 @@ def checksums(raw: Any, ops_class: type[_Host] | type[_Device] | None = None) ->
     sum and each column's sum times its own odd weight (a word that moved to another row or
     column changes it). Memory-speed reductions where the tensor lives (numpy on the CPU, torch
     on an accelerator: integer sums, so both give the same numbers)."""
-    words, tail = _words(raw)
-    if ops_class is None:
-        ops_class = _Host if words.device.type == "cpu" else _Device
-    ops = ops_class(words)
-    n = words.numel()
-    full = n // ROW * ROW
-    plain = 0
-    weighted = 0
-    if full:
-        rows = ops.rows(full)
-        row_sums = ops.sum(rows, 1)
-        plain += ops.scalar(ops.sum(row_sums))
-        weighted += ops.dot(row_sums, _weights(full // ROW, 1))
-        weighted += ops.dot(ops.sum(rows, 0), _weights(ROW, 2))
-    if n > full:
-        rest = ops.rest(full)
-        plain += ops.scalar(ops.sum(rest))
-        weighted += ops.dot(rest, _weights(n - full, 3))
-    weighted += tail * _MIX[0]
-    return (plain + tail) & WORD_MASK, weighted & WORD_MASK
+    plain, weighted, tail = _partial_sums(raw, ops_class)
+    return _finish(int(plain), int(weighted), tail)
+
+
+def _described(tensor: Any, sums: tuple[int, int]) -> dict[str, Any]:
+    return {
+        "shape": list(tensor.shape),
+        "dtype": str(tensor.dtype).removeprefix("torch."),
+        "word_sum": f"{sums[0]:016x}",  # hex: JSON encoders differ on integers past 2**63
+        "weighted_sum": f"{sums[1]:016x}",
+    }
 
 
 def fingerprint(tensor: Any) -> dict[str, Any]:
@@ -181,13 +219,38 @@ def fingerprint(tensor: Any) -> dict[str, Any]:
     :func:`checksums`). Equal tensors give equal fingerprints; a changed or moved word changes
     them. They are made to catch accidental differences at memory speed where the tensor lives
     (no copy to the host), not to stand against a tensor crafted to collide."""
-    sums = checksums(_raw_bytes(tensor))
-    return {
-        "shape": list(tensor.shape),
-        "dtype": str(tensor.dtype).removeprefix("torch."),
-        "word_sum": f"{sums[0]:016x}",  # hex: JSON encoders differ on integers past 2**63
-        "weighted_sum": f"{sums[1]:016x}",
-    }
+    return _described(tensor, checksums(_raw_bytes(tensor)))
+
+
+def fingerprints(
+    tensors: Iterable[Any], ops_class: type[_Host] | type[_Device] | None = None
+) -> list[dict[str, Any] | None]:
+    """:func:`fingerprint` of each tensor (None stays None), with one device-to-host read for all
+    the tensors on each accelerator instead of several per tensor. A tensor is not kept once
+    its reductions are queued: pass a generator, and a cast or contiguous copy made for one
+    tensor is freed before the next is made. ``ops_class`` forces one implementation (tests)."""
+    import torch
+
+    out: list[dict[str, Any] | None] = []
+    queued: dict[Any, list[tuple[int, Any, Any, int]]] = {}
+    for i, tensor in enumerate(tensors):
+        out.append(None)
+        if tensor is None:
+            continue
+        plain, weighted, tail = _partial_sums(_raw_bytes(tensor), ops_class)
+        if isinstance(plain, int):
+            out[i] = _described(tensor, _finish(plain, int(weighted), tail))
+            continue
+        out[i] = {"shape": list(tensor.shape), "dtype": str(tensor.dtype).removeprefix("torch.")}
+        queued.setdefault(plain.device, []).append((i, plain, weighted, tail))
+    for rows in queued.values():
+        values = torch.stack([torch.stack([p, w]) for _, p, w, _ in rows]).tolist()  # the one sync
+        for (i, _, _, tail), (plain, weighted) in zip(rows, values, strict=True):
+            word_sum, weighted_sum = _finish(plain, weighted, tail)
+            entry = out[i]
+            assert entry is not None
+            entry.update(word_sum=f"{word_sum:016x}", weighted_sum=f"{weighted_sum:016x}")
+    return out
 
 
 def pack(tensor: Any) -> dict[str, Any]:
@@ -252,11 +315,11 @@ def answer_rank(
             if rows is not None and len(rows) > 1:
                 fused[name] = rows
         return {"rank": rank, "params": shapes, "fused": fused}
-    per_segment = {"fingerprint": ("fingerprints", fingerprint), "fetch": ("values", pack)}
-    if op in per_segment:
-        key, func = per_segment[op]
-        parts = (_segment(params, seg, rank) for seg in payload["segments"])
-        return {"rank": rank, key: [None if part is None else func(part) for part in parts]}
+    if op in ("fingerprint", "fetch"):
+        parts = [_segment(params, seg, rank) for seg in payload["segments"]]
+        if op == "fingerprint":
+            return {"rank": rank, "fingerprints": fingerprints(parts)}
+        return {"rank": rank, "values": [None if part is None else pack(part) for part in parts]}
     raise ValueError(f"unknown verify_weights op {op!r}")
 
 

@@ -200,12 +200,17 @@ def hf_slice(tensor: Any, shard: Shard) -> Any:
     return tensor.narrow(shard.dim, shard.hf_start, shard.length)
 
 
-def expected_fingerprint(tensor: Any, shard: Shard, dtype: str) -> dict[str, Any]:
-    """The fingerprint the rank must report for ``shard`` of ``tensor``: the slice cast to the
-    engine's dtype first (as loading casts it)."""
+def expected_slice(tensor: Any, shard: Shard, dtype: str) -> Any:
+    """What the rank must hold for ``shard`` of ``tensor``: the slice cast to the engine's dtype
+    (as loading casts it)."""
     import torch
 
-    return fingerprint(hf_slice(tensor, shard).to(getattr(torch, dtype)))
+    return hf_slice(tensor, shard).to(getattr(torch, dtype))
+
+
+def expected_fingerprint(tensor: Any, shard: Shard, dtype: str) -> dict[str, Any]:
+    """The fingerprint the rank must report for ``shard`` of ``tensor``."""
+    return fingerprint(expected_slice(tensor, shard, dtype))
 
 
 def segment(engine_param: str, rank_shards: Sequence[Shard]) -> list[Any]:
@@ -245,6 +250,7 @@ __all__ = [
     "WeightReport",
     "engine_name",
     "expected_fingerprint",
+    "expected_slice",
     "hf_names",
     "shards",
 ]

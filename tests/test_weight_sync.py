@@ -115,6 +115,24 @@ def test_fingerprints_see_one_flipped_bit_and_are_dtype_exact() -> None:
     )
 
 
+def test_batched_fingerprints_equal_one_by_one_on_both_implementations() -> None:
+    tensors = [
+        torch.randn(64, 32).to(torch.bfloat16),
+        None,
+        torch.arange(11, dtype=torch.uint8)[1:],  # odd offset, a tail of 2 bytes
+        torch.randn(3 * weightprobe.ROW + 5),
+        torch.empty(0),
+        torch.randn(8, 6)[:, 1:4],  # not contiguous
+    ]
+    expected = [None if t is None else weightprobe.fingerprint(t) for t in tensors]
+    assert weightprobe.fingerprints(tensors) == expected
+    # the accelerator path (0-d results, one read for all), run here on CPU tensors
+    assert weightprobe.fingerprints(iter(tensors), weightprobe._Device) == expected
+    changed = [t if i != 3 else t + 1 for i, t in enumerate(tensors)]
+    got = weightprobe.fingerprints(changed, weightprobe._Device)
+    assert got[3] != expected[3] and got[:3] == expected[:3] and got[4:] == expected[4:]
+
+
 def test_the_torch_reductions_for_accelerators_give_the_numpy_numbers() -> None:
     for n in (0, 7, 8, 4096 * 8, 4096 * 8 * 3 + 13, 100_003):
         raw = torch.randint(0, 256, (n,), dtype=torch.uint8)
