@@ -94,11 +94,8 @@ def record_child_env() -> None:
         json.dump(payload, fh)
 
 
-def model_tensors(config: dict[str, Any], seed: int, device: str = "cuda") -> list[tuple[str, Any]]:
-    """Every parameter of a Qwen2 config under its Hugging Face name, filled from ``seed``."""
-    import torch
-
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+def qwen2_shapes(config: dict[str, Any]) -> list[tuple[str, tuple[int, ...]]]:
+    """Every parameter of a Qwen2 config: its Hugging Face name and shape, in checkpoint order."""
     h, inter = config["hidden_size"], config["intermediate_size"]
     heads, kv, hd = config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"]
     shapes: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (config["vocab_size"], h))]
@@ -119,8 +116,17 @@ def model_tensors(config: dict[str, Any], seed: int, device: str = "cuda") -> li
             (f"{p}.post_attention_layernorm.weight", (h,)),
         ]
     shapes += [("model.norm.weight", (h,)), ("lm_head.weight", (config["vocab_size"], h))]
+    return shapes
+
+
+def model_tensors(config: dict[str, Any], seed: int, device: str = "cuda") -> list[tuple[str, Any]]:
+    """Every parameter of a Qwen2 config under its Hugging Face name, filled from ``seed`` (drawn
+    on the CPU: the same values on every machine)."""
+    import torch
+
+    gen = torch.Generator(device="cpu").manual_seed(seed)
     out = []
-    for name, shape in shapes:
+    for name, shape in qwen2_shapes(config):
         tensor = torch.ones(shape) if name.endswith("norm.weight") else torch.randn(shape, generator=gen) * 0.05
         out.append((name, tensor.to(device=device, dtype=torch.bfloat16)))
     return out

@@ -2,15 +2,16 @@
 # The GPU end-to-end run of sglang_roll_compat (docs/gpu-e2e.md), in two halves:
 #
 #   tools/gpu_e2e.sh prepare        # here (any x86-64 machine with pip, no GPU): builds .whl/
-#   tools/gpu_e2e.sh device OUTDIR [all|weight-sync|two-engines|recheck|multi-gpu]
+#   tools/gpu_e2e.sh device OUTDIR [all|weight-sync|two-engines|recheck|multi-gpu|weights]
 #                                   # there (the GPU machine: torch 2.11.0, Python 3.12, no
 #                                   # network); weight-sync / two-engines run only that step,
-#                                   # recheck: two engines, smoke, smoke --server (no baselines)
+#                                   # recheck: two engines, smoke, smoke --server (no baselines),
+#                                   # weights: benchmarks/gpu_weights.py (docs/performance.md)
 #
 # "prepare" writes .whl/site.tar.xz (~52 MB: SGLang 0.5.16 and what the GPU image lacks, built
 # by tools/build_gpu_site.sh) and .whl/extra/*.whl (this package's own needs, wrapt and psutil,
 # and what SGLang's HTTP server imports that the GPU image lacks: jsonschema, soundfile,
-# zstandard, prometheus_client and their deps).
+# zstandard, prometheus_client and their deps; nvidia-ml-py, the NVML binding the memory meter uses).
 # Carry .whl to the GPU machine with the repository (keep it out of git: .git/info/exclude),
 # then run "device": it unpacks everything under /tmp, runs the doctor, the smoke (facade Engine
 # from a non-main thread) and two baseline launches of the raw upstream Engine (shim unpatched,
@@ -28,7 +29,7 @@ prepare)
     "wrapt==2.1.2" "psutil==7.2.2" \
     "jsonschema==4.26.0" "jsonschema-specifications==2025.9.1" "referencing==0.37.0" "rpds-py==2026.9.1" \
     "attrs==26.1.0" "soundfile==0.14.0" "cffi==2.1.1" "pycparser==3.12" "zstandard==0.25.0" \
-    "prometheus-client==0.26.0"
+    "prometheus-client==0.26.0" "nvidia-ml-py==13.615.71"
   ls -la .whl .whl/extra
   ;;
 device)
@@ -47,6 +48,14 @@ device)
   } >"$LOG" 2>&1
   export PYTHONPATH=/tmp/site:$PWD
   python3 -m sglang_roll_compat --json >"$OUT/doctor.json" 2>>"$LOG" || true
+  if [ "$WHAT" = weights ]; then
+    echo "== benchmarks.gpu_weights" >>"$LOG"
+    rc=0; timeout "${GPU_WEIGHTS_TIMEOUT:-560}" python3 -m benchmarks.gpu_weights --out "$OUT/weights" \
+      --deadline-s "${GPU_WEIGHTS_DEADLINE:-480}" >"$OUT/gpu-weights.log" 2>&1 || rc=$?
+    echo "benchmarks.gpu_weights rc=$rc" >>"$LOG"
+    nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv >>"$LOG" 2>&1 || true
+    exit 0
+  fi
   if [ "$WHAT" = weight-sync ] || [ "$WHAT" = all ]; then
     echo "== smoke --weight-sync" >>"$LOG"
     rc=0; timeout 300 python3 -m sglang_roll_compat smoke --weight-sync --out /tmp/smoke >>"$LOG" 2>&1 || rc=$?
