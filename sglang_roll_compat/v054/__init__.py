@@ -22,7 +22,8 @@ FAMILY = Family(
         upstream_sets=frozenset({"CUTE_DSL_LOG_LEVEL", "CUTE_DSL_LOG_TO_CONSOLE"}),  # set when unset (0.5.3+)
         # TF_CPP_MIN_LOG_LEVEL=3 is forced up to 0.5.5.post2 (read from the wheels) and gone from 0.5.5.post3
         upstream_sets_by_release=tuple(
-            (r, frozenset({"TF_CPP_MIN_LOG_LEVEL"})) for r in ("0.5.4.post2", "0.5.4.post3", "0.5.5.post2")
+            (r, frozenset({"TF_CPP_MIN_LOG_LEVEL"}))
+            for r in ("0.5.4.post2", "0.5.4.post3", "0.5.5", "0.5.5.post1", "0.5.5.post2")
         ),
     ),
     launch="module",
