@@ -5,10 +5,10 @@ Six commands, each in a fresh interpreter, interleaved (``_stats.time_processes`
 sglang.srt.entrypoints.engine``, what ROLL's version dispatcher does), a plain ``import sglang``,
 ``import wrapt`` alone (wrapt 2.x imports asyncio and importlib.metadata itself: its share is shown)
 and ours followed by the engine module. Our added cost is ``(ours - pass)``, per round; the targets
-compare it with the eager import and with a plain ``import sglang`` (each minus ``pass``). What a
-user really pays is the last target: they import SGLang's engine module anyway, so ours first,
-then the engine module, against the engine module alone (``(both - engine) / engine`` per round,
-at most 0.5%); the modules only the pair imports are listed beside it.
+compare it with the eager import and with a plain ``import sglang`` (each minus ``pass``): shown
+as info. What a user really pays is the time target: they import SGLang's engine module anyway,
+so ours first, then the engine module, against the engine module alone (``(both - engine) /
+engine`` per round, at most 0.5%); the modules only the pair imports are listed beside it.
 
 Two probes run in one more interpreter: the package-metadata lookups made during our import
 (every ``importlib.metadata`` entry point, and every ``find_distributions`` scan underneath) and
@@ -247,25 +247,28 @@ def evaluate(times: ProcessTimes, python: str, *, env: Mapping[str, str] | None,
         ),
     ]
     added_m, eager_m, plain_m = (statistics.median(x) for x in (added, eager, plain))
+    # standalone figures: info (issue 16); the target is the cost on top of the engine module below
     section.targets += [
-        Target.at_most(
-            "import: added cost vs the eager approach",
+        Target(
+            "import: added cost vs the eager approach (standalone)",
             added_m,
-            EAGER_SHARE * eager_m,
+            None,
             "ms",
-            f"<= {EAGER_SHARE:.0%} of importing the engine module ({eager_m * 1e3:.0f} ms); "
-            f"ratio {statistics.median(_per_round(added, eager)):.2%} (CPU time: "
-            f"{statistics.median(_per_round(cpu_added, cpu_eager)):.2%})",
+            f"info: ratio {statistics.median(_per_round(added, eager)):.2%} of importing the engine module "
+            f"({eager_m * 1e3:.0f} ms; CPU time: {statistics.median(_per_round(cpu_added, cpu_eager)):.2%}); "
+            f"the old budget was {EAGER_SHARE:.0%}",
+            INFO,
             Summary.of(added),
         ),
-        Target.at_most(
-            "import: added cost vs a plain import sglang",
+        Target(
+            "import: added cost vs a plain import sglang (standalone)",
             added_m,
-            PLAIN_SHARE * plain_m,
+            None,
             "ms",
-            f"<= {PLAIN_SHARE:.0%} of a plain import sglang ({plain_m * 1e3:.0f} ms); "
-            f"ratio {statistics.median(_per_round(added, plain)):.1%} (CPU time: "
-            f"{statistics.median(_per_round(cpu_added, cpu_plain)):.1%})",
+            f"info: ratio {statistics.median(_per_round(added, plain)):.1%} of a plain import sglang "
+            f"({plain_m * 1e3:.0f} ms; CPU time: {statistics.median(_per_round(cpu_added, cpu_plain)):.1%}); "
+            f"the old budget was {PLAIN_SHARE:.0%}",
+            INFO,
             Summary.of(added),
         ),
     ]
@@ -317,12 +320,13 @@ def evaluate(times: ProcessTimes, python: str, *, env: Mapping[str, str] | None,
         f"modules; pkg_resources imported: {'yes' if found['pkg_resources'] else 'no'}; measured copy: "
         f"{found['package_file']}."
     )
-    if any(t.verdict == "FAIL" for t in section.targets[:3]):
+    over_budget = added_m > EAGER_SHARE * eager_m or added_m > PLAIN_SHARE * plain_m
+    if over_budget or any(t.verdict == "FAIL" for t in section.targets):
         prof = profile(python, env=env, cwd=cwd)
         section.extra["profile"] = prof
         section.notes.append(_profile_note(prof))
     else:
-        section.notes.append("Both time targets met: no import profile needed.")
+        section.notes.append("The time target met and the standalone figures within the old budgets: no profile.")
     return section
 
 
@@ -383,7 +387,8 @@ def _per_round(part: Sequence[float], whole: Sequence[float]) -> list[float]:
 
 def _profile_note(prof: Mapping[str, Any]) -> str:
     lines = [
-        f"A time target was missed; `python -X importtime -c 'import sglang_roll_compat'` "
+        f"A time target was missed or a standalone figure is over its old budget; "
+        f"`python -X importtime -c 'import sglang_roll_compat'` "
         f"(median of {prof['runs']} runs; importtime inflates absolute times) says the import takes "
         f"{prof['total_ms']:.1f} ms, dominated by:"
     ]

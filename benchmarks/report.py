@@ -1,4 +1,4 @@
-"""Machine facts, the printed tables, the JSON file and the Markdown summary for README."""
+"""Machine facts, the printed tables, the JSON file and the Markdown summary for docs/performance.md."""
 
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ def verdict_counts(sections: Sequence[Section]) -> dict[str, int]:
     return counts
 
 
-# -- Markdown for README's "Performance" section ------------------------------------------------------
+# -- Markdown for docs/performance.md ------------------------------------------------------
 def render_markdown(sections: Sequence[Section], facts: dict[str, Any], busy_note: str) -> str:
     counts = verdict_counts(sections)
     lines = [

@@ -2,7 +2,7 @@
 
 Runs every benchmark (or ``--only`` some), prints one table per benchmark (medians with min/max,
 side-by-side ratios, PASS/FAIL per target), writes ``bench-results/bench-sglang-<v>-<time>.json``
-and ends with a Markdown summary for README's "Performance" section.
+and ends with a Markdown summary for docs/performance.md.
 
 Exit status: 0 when everything was measured, whatever the verdicts (this is not a test);
 1 when something could not be measured (a command failed, SGLang is not the expected one).
@@ -138,7 +138,7 @@ def bench(args: argparse.Namespace) -> int:
     path = report.write_json(args.out, sections, facts, settings)
     counts = report.verdict_counts(sections)
     print(f"\n{counts['PASS']} targets pass, {counts[FAIL]} fail. Results: {path}")
-    print("\n---- Markdown summary (for README's Performance section) ----\n")
+    print("\n---- Markdown summary (for docs/performance.md) ----\n")
     print(report.render_markdown(sections, facts, _busy_note(facts, args.note)))
     return 0
 

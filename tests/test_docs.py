@@ -63,3 +63,16 @@ def test_integrations_doc_names_real_tests() -> None:
     assert len(bare) >= 10
     for test in sorted(bare):
         assert re.search(rf"^(async )?def {test}\(", sources, re.MULTILINE), f"{test} is named but missing"
+
+
+def test_readme_links_the_performance_tables_and_they_are_dated() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Performance", 1)[1].split("\n## ", 1)[0]
+    assert "(docs/performance.md)" in section
+    perf = (ROOT / "docs" / "performance.md").read_text()
+    headings = [line for line in perf.splitlines() if line.startswith("## ")]
+    assert any(h.startswith("## GPU") for h in headings) and any(h.startswith("## CPU") for h in headings)
+    for heading in headings:  # every table says when and where it was measured
+        assert re.search(r"\b20\d\d-\d\d-\d\d\b", heading), heading
+    for raw in re.findall(r"`(docs/[\w./-]+)/`", perf):  # the raw results it cites are in the tree
+        assert (ROOT / raw).is_dir(), raw
