@@ -561,7 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds on the small model (>= 5)")
     parser.add_argument("--rounds-7b", type=int, default=5, help="timed rounds on the 7B-shaped model (>= 5)")
     parser.add_argument("--buckets-small", default="16,64,1024", help="bucket sizes (MiB) swept on the small model")
-    parser.add_argument("--buckets-7b", default="128,1024,2048,16384", help="bucket sizes (MiB) swept on 7b")
+    parser.add_argument("--buckets-7b", default="512,1024,4096,8192,16384", help="bucket sizes (MiB) swept on 7b")
     parser.add_argument("--deadline-s", type=float, default=540.0, help="stop measuring after this long")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[gpu-weights %(asctime)s] %(message)s", stream=sys.stderr)
