@@ -110,6 +110,10 @@ def arm_profile() -> None:
         if method in vars(cls):
             setattr(cls, method, timed(vars(cls)[method], label, sync))
             armed.append(f"{class_name}.{method}")
+    from sglang_roll_compat import weightprobe  # verify_weights: this rank's share of an answer
+
+    weightprobe.answer_rank = timed(weightprobe.answer_rank, "verify_answer_rank", True)
+    armed.append("weightprobe.answer_rank")
     try:
         serializer = importlib.import_module("sglang.srt.managers.tp_worker").MultiprocessingSerializer
         serializer.deserialize = staticmethod(timed(serializer.deserialize, "deserialize", False))
@@ -387,6 +391,21 @@ def bench_updates(
     if facade.get("median_s") and ver:
         out["verify_over_update"] = round(statistics.median(ver) / facade["median_s"], 4)
     out["profile_armed"] = profile.armed()
+    # verify_weights, taken apart: the trainer-side fingerprints alone, and the scheduler's share
+    from sglang_roll_compat import weightprobe
+
+    local = []
+    for _ in range(3):
+        _sync(torch, run.cpu)
+        t0 = time.perf_counter()
+        weightprobe.fingerprints(t for _, t in sets[0])
+        local.append(time.perf_counter() - t0)
+    out["verify_trainer_fingerprints_s"] = round(statistics.median(local), 6)
+    answers = [r["s"] for r in profile.records() if r["what"] == "verify_answer_rank"]
+    out["verify_scheduler_answer_s"] = {
+        "median": round(statistics.median(answers), 6) if answers else None,
+        "n": len(answers),
+    }
     del sets
     if not run.cpu:
         torch.cuda.empty_cache()
