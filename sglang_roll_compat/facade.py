@@ -266,8 +266,9 @@ class FacadeBase:
                     "bucket_bytes applies to the default format only, not to load_format=" + repr(load_format)
                 )
             return _success(await self._send_tensor_request(tensors, load_format, flush_cache))
-        buckets = weightbuckets.plan(tensors, weightbuckets.check_bucket_bytes(bucket_bytes))
         bucket_cls = _flattened_bucket()
+        size = weightbuckets.check_bucket_bytes(bucket_bytes)
+        buckets = weightbuckets.plan(tensors, size, by_dtype=bucket_cls is not None)
         try:
             return await self._send_buckets(buckets, bucket_cls, flush_cache)
         finally:

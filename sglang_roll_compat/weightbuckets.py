@@ -44,13 +44,14 @@ def nbytes(tensor: Any) -> int:
     return int(tensor.numel()) * int(tensor.element_size())
 
 
-def plan(tensors: Sequence[tuple[str, Any]], bucket_bytes: int) -> list[list[tuple[str, Any]]]:
+def plan(tensors: Sequence[tuple[str, Any]], bucket_bytes: int, by_dtype: bool = True) -> list[list[tuple[str, Any]]]:
     """Cut ``(name, tensor)`` pairs into buckets: per (dtype, device) in order of first
-    appearance, the tensors in their given order, a new bucket whenever the next tensor would
-    take the current one over ``bucket_bytes``. Every tensor lands in exactly one bucket."""
+    appearance (``by_dtype``: what a flattened bucket needs; per-tensor requests mix them), the
+    tensors in their given order, a new bucket whenever the next tensor would take the current
+    one over ``bucket_bytes``. Every tensor lands in exactly one bucket."""
     groups: dict[Any, list[tuple[str, Any]]] = {}
     for name, tensor in tensors:
-        groups.setdefault((tensor.dtype, tensor.device), []).append((name, tensor))
+        groups.setdefault((tensor.dtype, tensor.device) if by_dtype else None, []).append((name, tensor))
     buckets: list[list[tuple[str, Any]]] = []
     for group in groups.values():
         current: list[tuple[str, Any]] = []

@@ -59,6 +59,8 @@ def test_one_dtype_and_one_device_per_bucket_every_tensor_once() -> None:
     for bucket in buckets:
         assert len({(t.dtype, t.device) for _, t in bucket}) == 1
     assert sorted(n for b in buckets for n, _ in b) == sorted(n for n, _ in tensors)
+    # per-tensor requests (releases without flattened buckets) need no grouping: size only
+    assert names(plan(tensors, MiB, by_dtype=False)) == [["a", "b", "c", "d", "e"]]
 
 
 def test_the_limit_counts_bytes_not_elements() -> None:
