@@ -19,12 +19,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-DEFAULT_BUCKET_BYTES = 2 << 30
-"""Default upper bound of one bucket: 2 GiB. On an H200 (docs/performance.md, run 2) a 15.2 GB
-7B-shaped model updated at 42 GB/s with 128 MiB buckets, 139 with 512 MiB, 238 with 1 GiB, 350
-with 2 GiB and 530 with one bucket for all: each request costs ~3 ms whatever its size. 2 GiB is
-the smallest measured size past 300 GB/s, and bounds the extra memory at two buckets (4 GiB);
-pass a larger ``bucket_bytes`` where the memory is there."""
+DEFAULT_BUCKET_BYTES = 4 << 30
+"""Default upper bound of one bucket: 4 GiB. On H200s (docs/performance.md) a 15.2 GB
+7B-shaped model updated at 111 GB/s with 512 MiB buckets, 194 with 1 GiB, 262 with 2 GiB (350 on
+another host), 402 with 4 GiB and 448 with 8 GiB or one bucket for all: each request costs a few
+milliseconds whatever its size. 4 GiB passed 300 GB/s where 2 GiB did not, and bounds the
+extra memory at two buckets (8 GiB); pass a smaller ``bucket_bytes`` where
+memory is tight, a larger one where it is not."""
 
 MIN_BUCKET_BYTES = 1 << 20
 
