@@ -173,23 +173,6 @@ def _sync(torch: Any, cpu: bool) -> None:
         torch.cuda.synchronize()
 
 
-def make_weights(config: dict[str, Any], seed: int, device: str) -> list[tuple[str, Any]]:
-    """Every Qwen2 parameter under its Hugging Face name, drawn on ``device`` (fast at 15 GB)."""
-    import torch
-
-    from sglang_roll_compat.smoke import qwen2_shapes
-
-    gen = torch.Generator(device=device).manual_seed(seed)
-    out = []
-    for name, shape in qwen2_shapes(config):
-        if name.endswith("norm.weight"):
-            tensor = torch.ones(shape, device=device, dtype=torch.bfloat16)
-        else:
-            tensor = torch.randn(shape, generator=gen, device=device, dtype=torch.bfloat16).mul_(0.05)
-        out.append((name, tensor))
-    return out
-
-
 class Run:
     def __init__(self, out: Path, cpu: bool, deadline: float) -> None:
         self.out, self.cpu, self.deadline = out, cpu, deadline
@@ -274,7 +257,9 @@ def bench_updates(
     import torch
 
     device = "cpu" if run.cpu else f"cuda:{torch.cuda.current_device()}"
-    sets = [make_weights(config, 1, device), make_weights(config, 2, device)]
+    from sglang_roll_compat.smoke import model_tensors
+
+    sets = [model_tensors(config, 1, device, draw_on=device), model_tensors(config, 2, device, draw_on=device)]
     size = sum(t.numel() * t.element_size() for _, t in sets[0])
     paths = _update_paths(engine, buckets_mb)
     out: dict[str, Any] = {"bytes": size, "tensors": len(sets[0]), "rounds": rounds, "paths": {}}
@@ -455,7 +440,9 @@ def bench_memory(run: Run, engine: Any, config: dict[str, Any], rounds: int) -> 
         }
     # after the last resume the weights are garbage: push, generate, verify (what an RL step does)
     device = "cpu" if run.cpu else f"cuda:{torch.cuda.current_device()}"
-    weights = make_weights(config, 3, device)
+    from sglang_roll_compat.smoke import model_tensors
+
+    weights = model_tensors(config, 3, device, draw_on=device)
     engine.update_weights_from_tensor(weights)
     out["verify_after_resume_and_push"] = engine.verify_weights(weights).ok
     del weights

@@ -656,19 +656,17 @@ def _expected_fingerprints(
 ) -> list[dict[int, dict[str, Any]]]:
     """Per tensor, per rank holding a slice of it, the fingerprint that rank must report (one
     device read for all of them: :func:`weightprobe.fingerprints`)."""
-    keys = [
-        (i, s.rank) for i, (_n, _t, _target, shards, _d) in enumerate(todo) for s in shards if s.length or s.dim < 0
-    ]
-    slices = (
-        weightsync.expected_slice(tensor, s, dtype)
-        for _n, tensor, _target, shards, dtype in todo
+    held = [
+        (i, tensor, s, dtype)
+        for i, (_n, tensor, _target, shards, dtype) in enumerate(todo)
         for s in shards
         if s.length or s.dim < 0
-    )
+    ]
+    slices = (weightsync.expected_slice(tensor, s, dtype) for _, tensor, s, dtype in held)
     out: list[dict[int, dict[str, Any]]] = [{} for _ in todo]
-    for (i, rank), fp in zip(keys, weightprobe.fingerprints(slices), strict=True):
+    for (i, _, s, _), fp in zip(held, weightprobe.fingerprints(slices), strict=True):
         assert fp is not None
-        out[i][rank] = fp
+        out[i][s.rank] = fp
     return out
 
 

@@ -22,8 +22,8 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
-_nvml: Any = None  # the pynvml module once NVML started; False when it cannot
-_nvml_failed = False
+_nvml: Any = None  # the pynvml module once NVML started
+_nvml_failed = False  # NVML could not start here: not tried again
 
 
 def nvidia_smi_meter(pids: Sequence[int]) -> int | None:
@@ -90,8 +90,5 @@ def nvml_meter(pids: Sequence[int]) -> int | None:
 
 def default_meter(pids: Sequence[int]) -> int | None:
     """NVML when it works here, else nvidia-smi (see the module docstring)."""
-    if _started_nvml() is not None:
-        value = nvml_meter(pids)
-        if value is not None:
-            return value
-    return nvidia_smi_meter(pids)
+    value = nvml_meter(pids)
+    return value if value is not None else nvidia_smi_meter(pids)

@@ -119,15 +119,21 @@ def qwen2_shapes(config: dict[str, Any]) -> list[tuple[str, tuple[int, ...]]]:
     return shapes
 
 
-def model_tensors(config: dict[str, Any], seed: int, device: str = "cuda") -> list[tuple[str, Any]]:
-    """Every parameter of a Qwen2 config under its Hugging Face name, filled from ``seed`` (drawn
-    on the CPU: the same values on every machine)."""
+def model_tensors(
+    config: dict[str, Any], seed: int, device: str = "cuda", draw_on: str = "cpu"
+) -> list[tuple[str, Any]]:
+    """Every parameter of a Qwen2 config under its Hugging Face name, filled from ``seed`` and
+    drawn on ``draw_on`` ("cpu": the same values on every machine; the tensors' own GPU: fast
+    enough for a 15 GB model)."""
     import torch
 
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    gen = torch.Generator(device=draw_on).manual_seed(seed)
     out = []
     for name, shape in qwen2_shapes(config):
-        tensor = torch.ones(shape) if name.endswith("norm.weight") else torch.randn(shape, generator=gen) * 0.05
+        if name.endswith("norm.weight"):
+            tensor = torch.ones(shape, device=draw_on)
+        else:
+            tensor = torch.randn(shape, generator=gen, device=draw_on) * 0.05
         out.append((name, tensor.to(device=device, dtype=torch.bfloat16)))
     return out
 

@@ -205,10 +205,10 @@ def checksums(raw: Any, ops_class: type[_Host] | type[_Device] | None = None) ->
     return _finish(int(plain), int(weighted), tail)
 
 
-def _described(tensor: Any, sums: tuple[int, int]) -> dict[str, Any]:
+def _described(shape: list[int], dtype: str, sums: tuple[int, int]) -> dict[str, Any]:
     return {
-        "shape": list(tensor.shape),
-        "dtype": str(tensor.dtype).removeprefix("torch."),
+        "shape": shape,
+        "dtype": dtype,
         "word_sum": f"{sums[0]:016x}",  # hex: JSON encoders differ on integers past 2**63
         "weighted_sum": f"{sums[1]:016x}",
     }
@@ -219,7 +219,9 @@ def fingerprint(tensor: Any) -> dict[str, Any]:
     :func:`checksums`). Equal tensors give equal fingerprints; a changed or moved word changes
     them. They are made to catch accidental differences at memory speed where the tensor lives
     (no copy to the host), not to stand against a tensor crafted to collide."""
-    return _described(tensor, checksums(_raw_bytes(tensor)))
+    described = fingerprints([tensor])[0]
+    assert described is not None
+    return described
 
 
 def fingerprints(
@@ -232,24 +234,21 @@ def fingerprints(
     import torch
 
     out: list[dict[str, Any] | None] = []
-    queued: dict[Any, list[tuple[int, Any, Any, int]]] = {}
+    queued: dict[Any, list[tuple[int, list[int], str, Any, Any, int]]] = {}  # per device
     for i, tensor in enumerate(tensors):
         out.append(None)
         if tensor is None:
             continue
+        shape, dtype = list(tensor.shape), str(tensor.dtype).removeprefix("torch.")
         plain, weighted, tail = _partial_sums(_raw_bytes(tensor), ops_class)
         if isinstance(plain, int):
-            out[i] = _described(tensor, _finish(plain, int(weighted), tail))
-            continue
-        out[i] = {"shape": list(tensor.shape), "dtype": str(tensor.dtype).removeprefix("torch.")}
-        queued.setdefault(plain.device, []).append((i, plain, weighted, tail))
+            out[i] = _described(shape, dtype, _finish(plain, int(weighted), tail))
+        else:
+            queued.setdefault(plain.device, []).append((i, shape, dtype, plain, weighted, tail))
     for rows in queued.values():
-        values = torch.stack([torch.stack([p, w]) for _, p, w, _ in rows]).tolist()  # the one sync
-        for (i, _, _, tail), (plain, weighted) in zip(rows, values, strict=True):
-            word_sum, weighted_sum = _finish(plain, weighted, tail)
-            entry = out[i]
-            assert entry is not None
-            entry.update(word_sum=f"{word_sum:016x}", weighted_sum=f"{weighted_sum:016x}")
+        values = torch.stack([torch.stack([row[3], row[4]]) for row in rows]).tolist()  # the one sync
+        for (i, shape, dtype, _, _, tail), (plain, weighted) in zip(rows, values, strict=True):
+            out[i] = _described(shape, dtype, _finish(plain, weighted, tail))
     return out
 
 
