@@ -67,7 +67,12 @@ class FakeTokenizerManager:
         # generation: one token every ``token_interval`` seconds, up to max_new_tokens (0: at once);
         # while a request is generating its rid is a key of ``rid_to_state``, as upstream's
         self.token_interval = 0.0
+        # the adapters named at start are loaded by upstream's schedulers at launch (lora_paths,
+        # a dict once ServerArgs has normalized it)
+        start_loras = getattr(server_args, "lora_paths", None)
         self.loras: dict[str, str] = {}
+        if isinstance(start_loras, dict):
+            self.loras.update((str(k), str(v)) for k, v in start_loras.items())
         self._config_updates: dict[str, Any] = {}
         if hasattr(_real_tm(), "config_value"):  # 0.5.17+: what changed after launch, on top of the record
             self.config_value = self._config_value

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -171,7 +172,11 @@ def main() -> None:
                 self._send(200, b"Stop profiling.\n", "text/plain")
                 return
             if self.path == "/v1/score":  # the OpenAI-style scoring schema of this release
-                protocol = importlib.import_module("sglang.srt.entrypoints.openai.protocol")
+                # the release's own request model: entrypoints/openai/ from 0.4.8, openai_api/ before
+                if importlib.util.find_spec("sglang.srt.entrypoints.openai") is not None:
+                    protocol = importlib.import_module("sglang.srt.entrypoints.openai.protocol")
+                else:
+                    protocol = importlib.import_module("sglang.srt.openai_api.protocol")
                 try:
                     protocol.ScoringRequest(**body)
                 except Exception as exc:

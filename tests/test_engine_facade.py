@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fcntl
 import json
 import os
 import signal
@@ -380,8 +381,12 @@ def test_capabilities_match_the_golden_table(engine: Any) -> None:
     golden = json.loads(GOLDEN.read_text())
     current = engine.capabilities()
     if os.environ.get("SGLANG_ROLL_COMPAT_UPDATE_GOLDEN"):
-        golden[version] = current
-        GOLDEN.write_text(json.dumps(dict(sorted(golden.items())), indent=1, sort_keys=True) + "\n")
+        # sessions of several releases may write their rows at once: read, update and write under a lock
+        with open(GOLDEN.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            golden = json.loads(GOLDEN.read_text())
+            golden[version] = current
+            GOLDEN.write_text(json.dumps(dict(sorted(golden.items())), indent=1, sort_keys=True) + "\n")
     assert version in golden, f"no golden capabilities for {version}: run with SGLANG_ROLL_COMPAT_UPDATE_GOLDEN=1"
     assert current == golden[version]
 

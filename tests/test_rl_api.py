@@ -177,20 +177,29 @@ def _lora_engine(engine_cls: Any = Engine) -> Any:
     from sglang_roll_compat.serverargs import field_names
 
     fields = field_names()
-    return engine_cls(**ARGS, **{k: v for k, v in LORA_ARGS.items() if k in fields})
+    extra: dict[str, Any] = {k: v for k, v in LORA_ARGS.items() if k in fields}
+    if "enable_lora" not in fields:  # 0.4.9 … 0.4.9.post2: LoRA is on only with adapters named at start
+        extra["lora_paths"] = {BASE_LORA: "/base-adapter"}
+    return engine_cls(**ARGS, **extra)
+
+
+BASE_LORA = "base"  # the adapter named at start where the release has no enable_lora
 
 
 def test_lora_adapters_load_unload_and_generate_checks(fake: fake_launch.FakeLaunch, tmp_path: Path) -> None:
+    from sglang_roll_compat.serverargs import field_names
+
     engine = _lora_engine()
+    at_start = [] if "enable_lora" in field_names() else [BASE_LORA]
     try:
         if support(engine, "load_lora_adapter") == "unsupported":
             pytest.skip("no LoRA adapters in this release (the refusal is tested above)")
-        assert engine.lora_adapters == []
+        assert engine.lora_adapters == at_start
         assert engine.load_lora_adapter("sql", str(tmp_path)) == (True, "Success")
         (req,) = tm(fake).requests("load_lora_adapter")
         assert type(req).__name__ == "LoadLoRAAdapterReqInput"
         assert (req.lora_name, req.lora_path) == ("sql", str(tmp_path))
-        assert engine.lora_adapters == ["sql"]
+        assert engine.lora_adapters == sorted([*at_start, "sql"])
         with pytest.raises(ValueError, match="loaded already"):
             engine.load_lora_adapter("sql", str(tmp_path))
         engine.generate(input_ids=[1, 2], lora_path="sql")

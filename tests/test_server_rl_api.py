@@ -29,7 +29,10 @@ def server(shared_dir: Path) -> Any:
 
     lora = {"enable_lora": True, "max_lora_rank": 8, "lora_target_modules": ["q_proj"]}
     fields = field_names()
-    engine = start(shared_dir, **{k: v for k, v in lora.items() if k in fields})
+    extra: dict[str, Any] = {k: v for k, v in lora.items() if k in fields}
+    if "enable_lora" not in fields:  # 0.4.9 … 0.4.9.post2: LoRA is on only with adapters named at start
+        extra["lora_paths"] = {"base": str(shared_dir)}
+    engine = start(shared_dir, **extra)
     yield engine
     engine.shutdown()
 
