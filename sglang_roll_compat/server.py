@@ -23,6 +23,7 @@ free.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import importlib.util
 import json
@@ -548,7 +549,12 @@ class ServerEngine(RLFacade):
         import importlib
 
         serializer = importlib.import_module(ENGINE_MODULE).MultiprocessingSerializer
-        return serializer.serialize(payload, output_str=True)
+        text = serializer.serialize(payload, output_str=True)
+        if isinstance(text, bytes):
+            # SGLang 0.5.4's serialize(output_str=True) computes the base64 text and returns the raw
+            # bytes instead, which no JSON body can carry: encode them as the release's deserialize expects
+            text = base64.b64encode(text).decode("ascii")
+        return text
 
     def _server_arg(self, name: str) -> Any:
         if name in self._server_args:
