@@ -47,7 +47,7 @@ SUPPORT = _load_support_table()
 VERSIONS = sorted(SUPPORT.SUPPORTED_VERSIONS, key=Version)
 DEFAULT_VERSION = SUPPORT.DEFAULT_VERSION
 MATRIX = tomllib.loads((ENVS / "matrix.toml").read_text())["versions"]
-UNSUPPORTED_PROBE = "0.5.3"  # a real release we refuse: its session checks the refusal
+UNSUPPORTED_PROBE = "0.4.5.post3"  # a real release we refuse (older than any we test): its session checks the refusal
 
 
 def _newest_per_family() -> list[str]:
@@ -190,7 +190,7 @@ for _version in VERSIONS:
 
 @nox.session(name="test-unsupported", tags=["tests", "ci"])
 def test_unsupported(session: nox.Session) -> None:
-    """A real, untested SGLang (0.5.3): importing the package must refuse it clearly."""
+    """A real SGLang we refuse (0.4.5.post3, older than every tested one): importing the package must say so."""
     env = install_sglang(session, UNSUPPORTED_PROBE)
     env["SGLANG_ROLL_COMPAT_EXPECT_UNSUPPORTED"] = UNSUPPORTED_PROBE
     session.run(

@@ -37,11 +37,11 @@ RL_REQUESTS = {
 # the first supported release that has each feature (read from the wheels of every supported release);
 # only used to name it in a refusal: whether the installed release has it is read at runtime
 FIRST_RELEASE = {
-    "load_lora_adapter": "0.4.10.post2",
-    "unload_lora_adapter": "0.4.10.post2",
-    "score": "0.4.10.post2",
-    "weight_version": "0.5.1.post3",
-    "update_weights_from_ipc": "0.5.4.post2",
+    "load_lora_adapter": "0.4.9",
+    "unload_lora_adapter": "0.4.9",
+    "score": "0.4.7",
+    "weight_version": "0.5.1",
+    "update_weights_from_ipc": "0.5.4",
     "load_lora_adapter_from_tensors": "0.5.8",
     "begin_weight_update": "0.5.21",
 }

@@ -23,13 +23,13 @@ from packaging.version import Version
 # every supported release: 0.4.6.post1/.post4/.post5 lack the memory tags and take one tensor per
 # distributed update; 0.4.x has no flattened-bucket format; return_routed_experts comes in 0.5.7).
 FIRST_WITH: dict[str, str] = {
-    "ReleaseMemoryOccupationReqInput.tags": "0.4.10.post2",
-    "ResumeMemoryOccupationReqInput.tags": "0.4.10.post2",
-    "UpdateWeightsFromDistributedReqInput.names": "0.4.10.post2",
-    "UpdateWeightsFromDistributedReqInput.dtypes": "0.4.10.post2",
-    "UpdateWeightsFromDistributedReqInput.shapes": "0.4.10.post2",
-    "UpdateWeightsFromDistributedReqInput.flush_cache": "0.4.10.post2",
-    "UpdateWeightsFromTensorReqInput.load_format=flattened_bucket": "0.5.1.post3",  # weight_sync.tensor_bucket
+    "ReleaseMemoryOccupationReqInput.tags": "0.4.8",
+    "ResumeMemoryOccupationReqInput.tags": "0.4.8",
+    "UpdateWeightsFromDistributedReqInput.names": "0.4.9",
+    "UpdateWeightsFromDistributedReqInput.dtypes": "0.4.9",
+    "UpdateWeightsFromDistributedReqInput.shapes": "0.4.9",
+    "UpdateWeightsFromDistributedReqInput.flush_cache": "0.4.9",
+    "UpdateWeightsFromTensorReqInput.load_format=flattened_bucket": "0.5.1",  # weight_sync.tensor_bucket
     "GenerateReqInput.return_routed_experts": "0.5.7",  # ROLL always passes it (router replay)
 }
 
