@@ -60,7 +60,7 @@ def test_supported_versions_are_sorted_oldest_first() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["0.4.10", "0.4.5.post3", "0.5.2rc1", "0.5.2+local", "0.5.7.post1", "0.5.2.dev3", "1.0.0"]
+    "bad", ["0.4.9.post3", "0.4.5.post3", "0.5.2rc1", "0.5.2+local", "0.5.7.post1", "0.5.2.dev3", "1.0.0"]
 )
 def test_untested_versions_are_refused_with_a_helpful_message(bad: str) -> None:
     with pytest.raises(NotImplementedError) as info:
@@ -128,7 +128,7 @@ def test_supported_fake_install_selects_its_family_without_importing_sglang(tmp_
     assert out["heavy"] == []  # nothing of SGLang (nor torch) was imported
 
 
-@pytest.mark.parametrize("version", ["0.4.10", "0.4.5.post3", "0.5.2rc1", "0.5.2+local", "0.5.7.post1"])
+@pytest.mark.parametrize("version", ["0.4.9.post3", "0.4.5.post3", "0.5.2rc1", "0.5.2+local", "0.5.7.post1"])
 def test_unsupported_fake_install_raises_not_implemented(tmp_path: Path, version: str) -> None:
     make_fake_sglang(tmp_path, version)
     out = _import_with(tmp_path)
@@ -191,22 +191,22 @@ def test_two_dist_infos_are_a_broken_install(tmp_path: Path) -> None:
 
 
 def test_forcing_a_family_for_an_untested_version_warns_loudly(tmp_path: Path) -> None:
-    make_fake_sglang(tmp_path, "0.4.10")
+    make_fake_sglang(tmp_path, "0.4.9.post3")
     out = _import_with(tmp_path, SGLANG_ROLL_COMPAT_FORCE_FAMILY="v052")
     assert out["family"] == "v052"
     assert out["forced"] is True
-    assert "FORCING patch family 'v052' onto UNTESTED SGLang 0.4.10" in str(out["stderr"])
+    assert "FORCING patch family 'v052' onto UNTESTED SGLang 0.4.9.post3" in str(out["stderr"])
 
 
 def test_forcing_an_unknown_family_is_refused(tmp_path: Path) -> None:
-    make_fake_sglang(tmp_path, "0.4.10")
+    make_fake_sglang(tmp_path, "0.4.9.post3")
     out = _import_with(tmp_path, SGLANG_ROLL_COMPAT_FORCE_FAMILY="v999")
     assert out["error"] == "UnsupportedVersionError"
     assert "names no family" in str(out["message"])
 
 
 def test_select_is_pure_given_an_install() -> None:
-    installed = versions.InstalledSGLang("0.4.10", "/x", "test", "0.4.10")
+    installed = versions.InstalledSGLang("0.4.9.post3", "/x", "test", "0.4.9.post3")
     with pytest.raises(UnsupportedVersionError):
         versions.select(installed, environ={})
     forced = versions.select(installed, environ={"SGLANG_ROLL_COMPAT_FORCE_FAMILY": "v054"})
