@@ -178,19 +178,23 @@ def _lora_engine(engine_cls: Any = Engine) -> Any:
 
     fields = field_names()
     extra: dict[str, Any] = {k: v for k, v in LORA_ARGS.items() if k in fields}
-    if "enable_lora" not in fields:  # 0.4.9 … 0.4.9.post2: LoRA is on only with adapters named at start
-        extra["lora_paths"] = {BASE_LORA: "/base-adapter"}
+    at_start = _loras_at_start()
+    if at_start:
+        extra["lora_paths"] = at_start
     return engine_cls(**ARGS, **extra)
 
 
-BASE_LORA = "base"  # the adapter named at start where the release has no enable_lora
+def _loras_at_start() -> dict[str, str]:
+    """The adapters a LoRA engine is started with: none, but on releases without enable_lora
+    (0.4.9 … 0.4.9.post2) LoRA is on only with adapters named at start."""
+    from sglang_roll_compat.serverargs import field_names
+
+    return {} if "enable_lora" in field_names() else {"base": "/base-adapter"}
 
 
 def test_lora_adapters_load_unload_and_generate_checks(fake: fake_launch.FakeLaunch, tmp_path: Path) -> None:
-    from sglang_roll_compat.serverargs import field_names
-
     engine = _lora_engine()
-    at_start = [] if "enable_lora" in field_names() else [BASE_LORA]
+    at_start = sorted(_loras_at_start())
     try:
         if support(engine, "load_lora_adapter") == "unsupported":
             pytest.skip("no LoRA adapters in this release (the refusal is tested above)")
